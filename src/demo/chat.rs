@@ -1,0 +1,201 @@
+//! `POST …/chat/completions`: OpenAI Chat Completions, whole (`chat.completion`) or streamed
+//! (`chat.completion.chunk` events in `data: {json}\n\n` framing, ending with `data: [DONE]`).
+//!
+//! A request with a non-empty `tools` array gets one call of the first tool instead of text: its
+//! arguments are `{"text":"<answer text>"}`, streamed in one fragment per completion token.
+
+use bytes::BytesMut;
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::Call;
+use super::body::{DemoBody, Script, json_response, json_str, push_data, sse_response};
+use super::tokens::{answer_text, word};
+
+/// Opening of the tool arguments (before the first word).
+const ARGS_OPEN: &str = r#"{"text":""#;
+/// Closing of the tool arguments (after the last word).
+const ARGS_CLOSE: &str = r#""}"#;
+/// The same, escaped inside a JSON string.
+const ARGS_OPEN_ESCAPED: &str = r#"{\"text\":\""#;
+const ARGS_CLOSE_ESCAPED: &str = r#"\"}"#;
+
+/// The `usage` object of Chat Completions.
+pub(super) fn chat_usage(prompt: u64, completion: u64) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+/// The name of the tool to call, if the request offers tools.
+fn tool_name(body: &Value) -> Option<String> {
+    let first = body.get("tools")?.as_array()?.first()?;
+    let name = first
+        .pointer("/function/name")
+        .or_else(|| first.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("demo_tool");
+    Some(name.to_owned())
+}
+
+/// Whether `stream_options.include_usage` is true.
+pub(super) fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Answers a chat completion request.
+pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
+    let id = format!("chatcmpl-demo{:016x}", call.serial);
+    let tool = tool_name(call.body);
+    let call_id = format!("call_demo{:016x}", call.serial);
+    let finish = match (&tool, call.truncated) {
+        (Some(_), _) => "tool_calls",
+        (None, true) => "length",
+        (None, false) => "stop",
+    };
+    if call.stream {
+        let usage = include_usage(call.body);
+        let script = ChatScript::new(call, &id, tool.map(|name| (call_id, name)), finish, usage);
+        return sse_response(Box::new(script), call.completion_tokens, call.pacing);
+    }
+    let text = answer_text(call.completion_tokens);
+    let message = match tool {
+        Some(name) => json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": format!("{ARGS_OPEN}{text}{ARGS_CLOSE}")}
+            }],
+            "refusal": null,
+            "annotations": []
+        }),
+        None => json!({"role": "assistant", "content": text, "refusal": null, "annotations": []}),
+    };
+    let completion = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": call.created,
+        "model": call.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": chat_usage(call.prompt_tokens, call.completion_tokens),
+        "service_tier": "default",
+        "system_fingerprint": "fp_demo"
+    });
+    json_response(StatusCode::OK, &completion)
+}
+
+/// The streamed chat completion.
+struct ChatScript {
+    /// `data: {"id":…,"choices":[{"index":0,"delta":` — every chunk starts so.
+    head: String,
+    /// `,"logprobs":null,"finish_reason":null}]` + `,"usage":null` when usage is included + `}\n\n`.
+    tail: String,
+    /// The same tail with `null` replaced by `"<finish>"`, for the finishing chunk.
+    finish_tail: String,
+    /// `(call id, tool name)` when answering with a tool call.
+    tool: Option<(String, String)>,
+    total: u64,
+    /// The final usage chunk (`"choices": []`), when `include_usage` is set.
+    usage_chunk: Option<Value>,
+}
+
+impl ChatScript {
+    fn new(
+        call: &Call<'_>,
+        id: &str,
+        tool: Option<(String, String)>,
+        finish: &str,
+        include_usage: bool,
+    ) -> Self {
+        let usage_null = if include_usage { r#","usage":null"# } else { "" };
+        let head = format!(
+            r#"data: {{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"service_tier":"default","system_fingerprint":"fp_demo","choices":[{{"index":0,"delta":"#,
+            json_str(id),
+            call.created,
+            json_str(&call.model),
+        );
+        let usage_chunk = include_usage.then(|| {
+            json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": call.created,
+                "model": call.model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_demo",
+                "choices": [],
+                "usage": chat_usage(call.prompt_tokens, call.completion_tokens)
+            })
+        });
+        Self {
+            head,
+            tail: format!(r#","logprobs":null,"finish_reason":null}}]{usage_null}}}"#) + "\n\n",
+            finish_tail: format!(r#","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#)
+                + "\n\n",
+            tool,
+            total: call.completion_tokens,
+            usage_chunk,
+        }
+    }
+}
+
+impl Script for ChatScript {
+    fn preamble(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(self.head.as_bytes());
+        match &self.tool {
+            Some((call_id, name)) => {
+                out.extend_from_slice(
+                    br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#,
+                );
+                out.extend_from_slice(json_str(call_id).as_bytes());
+                out.extend_from_slice(br#","type":"function","function":{"name":"#);
+                out.extend_from_slice(json_str(name).as_bytes());
+                out.extend_from_slice(br#","arguments":""}}],"refusal":null}"#);
+            }
+            None => out.extend_from_slice(br#"{"role":"assistant","content":"","refusal":null}"#),
+        }
+        out.extend_from_slice(self.tail.as_bytes());
+    }
+
+    fn chunk(&mut self, index: u64, out: &mut BytesMut) {
+        out.extend_from_slice(self.head.as_bytes());
+        if self.tool.is_some() {
+            out.extend_from_slice(br#"{"tool_calls":[{"index":0,"function":{"arguments":""#);
+            if index == 0 {
+                out.extend_from_slice(ARGS_OPEN_ESCAPED.as_bytes());
+            }
+            out.extend_from_slice(word(index).as_bytes());
+            if index + 1 == self.total {
+                out.extend_from_slice(ARGS_CLOSE_ESCAPED.as_bytes());
+            }
+            out.extend_from_slice(br#""}}]}"#);
+        } else {
+            out.extend_from_slice(br#"{"content":""#);
+            out.extend_from_slice(word(index).as_bytes());
+            out.extend_from_slice(br#""}"#);
+        }
+        out.extend_from_slice(self.tail.as_bytes());
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(self.head.as_bytes());
+        out.extend_from_slice(b"{}");
+        out.extend_from_slice(self.finish_tail.as_bytes());
+        if let Some(chunk) = &self.usage_chunk {
+            push_data(out, chunk);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}

@@ -1,0 +1,70 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use tokentap::cli::{Cli, DemoPacing};
+use tokentap::config::{Settings, process_env};
+use tokentap::{App, Listeners, demo, run, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load(&cli, &process_env) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("tokentap: config error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = telemetry::init(&settings.log_level, settings.log_format) {
+        eprintln!("tokentap: config error: {err}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tokentap: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(&mut settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tokentap: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: &mut Settings) -> anyhow::Result<()> {
+    let demo_stop = CancellationToken::new();
+    if settings.demo {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        settings.point_default_provider_at(&url)?;
+        let options = match settings.demo_pacing {
+            DemoPacing::Realistic => demo::DemoOptions::paced(),
+            DemoPacing::Off => demo::DemoOptions::unpaced(),
+        };
+        tokio::spawn(demo::serve(listener, options, demo_stop.clone()));
+        tracing::info!(%url, "demo upstream started");
+    }
+    let proxy = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot bind --listen {}: {err}", settings.listen))?;
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot bind --admin-listen {}: {err}", settings.admin_listen))?;
+    tracing::info!(
+        listen = %proxy.local_addr()?,
+        admin = %admin.local_addr()?,
+        providers = ?settings.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        "tokentap serving"
+    );
+    let app = App::new(settings.clone())?;
+    run(Listeners { proxy, admin }, app, shutdown::signal()).await;
+    demo_stop.cancel();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! `MeteredBody`: the response body the client reads. It forwards each upstream frame as soon
+//! as it arrives, shows the same bytes to the meter (constant work per frame, no waiting), and
+//! fires its completion exactly once: at the end, on an upstream error or idle timeout, or
+//! when dropped because the client went away.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::drain::Drainer;
+use super::meter::Meter;
+use crate::tracker::{BodyEnd, InFlight};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream body as tokentap reads it.
+pub type UpstreamBody = reqwest::Body;
+
+pub struct MeteredBody {
+    inner: Option<UpstreamBody>,
+    meter: Option<Meter>,
+    in_flight: Option<InFlight>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    last_frame: Instant,
+    response_bytes: u64,
+    /// Upstream bytes held back until their event is complete (stripping only).
+    held: VecDeque<Bytes>,
+    held_start: u64,
+    /// Frames ready for the client (stripping only).
+    ready: VecDeque<Bytes>,
+    done: bool,
+    /// Set under `--on-client-disconnect drain`.
+    drainer: Option<Drainer>,
+}
+
+impl MeteredBody {
+    pub fn new(inner: UpstreamBody, meter: Option<Meter>, in_flight: InFlight, idle: Duration) -> MeteredBody {
+        let now = Instant::now();
+        MeteredBody {
+            inner: Some(inner),
+            meter,
+            in_flight: Some(in_flight),
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            last_frame: now,
+            response_bytes: 0,
+            held: VecDeque::new(),
+            held_start: 0,
+            ready: VecDeque::new(),
+            done: false,
+            drainer: None,
+        }
+    }
+
+    /// Keep reading the upstream, bounded, if the client leaves early.
+    pub fn drain_on_disconnect(mut self, drainer: Drainer) -> MeteredBody {
+        self.drainer = Some(drainer);
+        self
+    }
+
+    fn strips(&self) -> bool {
+        self.meter.as_ref().is_some_and(Meter::strips)
+    }
+
+    fn finish(&mut self, end: BodyEnd) {
+        self.done = true;
+        self.inner = None;
+        let now = Instant::now();
+        let measurement = self.meter.take().map(|meter| meter.finish(now));
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.finish(end, measurement, self.response_bytes, now);
+        }
+    }
+
+    /// Moves every held byte the meter has settled on to `ready`, leaving out the cut ranges.
+    fn release(&mut self, settled: u64, cuts: &[Range<u64>]) {
+        while let Some(piece) = self.held.pop_front() {
+            let start = self.held_start;
+            let end = start + piece.len() as u64;
+            let release_end = end.min(settled);
+            if release_end <= start {
+                self.held.push_front(piece);
+                return;
+            }
+            let mut cursor = start;
+            for cut in cuts.iter().filter(|c| c.start < release_end && c.end > start) {
+                if cut.start > cursor {
+                    self.push_ready(piece.slice(offset(cursor, start)..offset(cut.start, start)));
+                }
+                cursor = cursor.max(cut.end.min(release_end));
+            }
+            if release_end > cursor {
+                self.push_ready(piece.slice(offset(cursor, start)..offset(release_end, start)));
+            }
+            self.held_start = release_end;
+            if release_end < end {
+                self.held.push_front(piece.slice(offset(release_end, start)..));
+                return;
+            }
+        }
+    }
+
+    fn push_ready(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.ready.push_back(bytes);
+        }
+    }
+
+    fn release_all(&mut self, cuts: &[Range<u64>]) {
+        self.release(u64::MAX, cuts);
+    }
+}
+
+fn offset(at: u64, piece_start: u64) -> usize {
+    usize::try_from(at - piece_start).unwrap_or(usize::MAX)
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(bytes) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    };
+                    let now = Instant::now();
+                    this.last_frame = now;
+                    this.response_bytes += data.len() as u64;
+                    if let Some(in_flight) = &this.in_flight {
+                        in_flight.progress(data.len() as u64);
+                    }
+                    let Some(meter) = this.meter.as_mut() else {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    };
+                    meter.feed(&data, now);
+                    if !meter.strips() {
+                        if let (Some(in_flight), Some(at)) = (&this.in_flight, meter.measurement().first_content_at) {
+                            in_flight.first_content(at);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if this.held.is_empty() && !meter.has_cuts() && meter.settled_offset() == this.held_start + data.len() as u64 {
+                        // The usual case: the chunk is whole events and none is cut.
+                        this.held_start += data.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    let settled = meter.settled_offset();
+                    let cuts = meter.take_cuts();
+                    this.held.push_back(data);
+                    this.release(settled, &cuts);
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    let timed_out = err.is_timeout();
+                    let message = error_chain(&err);
+                    this.release_all(&[]);
+                    if timed_out {
+                        // After the headers a timeout ends the stream cleanly.
+                        this.finish(BodyEnd::Timeout(message));
+                        continue;
+                    }
+                    this.finish(BodyEnd::UpstreamFailed(message));
+                    if let Some(bytes) = this.ready.pop_front() {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    return Poll::Ready(Some(Err(Box::new(err))));
+                }
+                Poll::Ready(None) => {
+                    this.release_all(&[]);
+                    this.finish(BodyEnd::Complete);
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last_frame + this.idle;
+                        if deadline > Instant::now() {
+                            this.idle_timer.as_mut().reset(deadline);
+                            continue;
+                        }
+                        this.release_all(&[]);
+                        this.finish(BodyEnd::Timeout(format!(
+                            "no data from the provider for {} ms",
+                            this.idle.as_millis()
+                        )));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.inner, self.strips()) {
+            (Some(inner), false) => inner.size_hint(),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if self.in_flight.is_none() {
+            return;
+        }
+        // The client went away before the end.
+        let terminal = self.meter.as_ref().is_some_and(|m| m.measurement().terminal);
+        let end = if terminal { BodyEnd::Complete } else { BodyEnd::ClientGone };
+        if !terminal {
+            if let Some(permit) = self.drainer.as_ref().and_then(Drainer::try_permit) {
+                if let (Some(drainer), Some(inner), Some(in_flight)) =
+                    (self.drainer.take(), self.inner.take(), self.in_flight.take())
+                {
+                    drainer.spawn(permit, inner, self.meter.take(), in_flight, self.response_bytes);
+                    return;
+                }
+            }
+        }
+        self.finish(end);
+    }
+}
+
+/// The error with its sources, e.g. "error decoding response body: connection reset".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

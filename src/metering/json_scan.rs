@@ -1,0 +1,205 @@
+//! Captures chosen top-level members of a JSON object as it streams past, without holding the
+//! whole body: a non-streamed embeddings answer can be tens of megabytes of floats, and its
+//! `usage` sits at the end. Only members at depth 1 count, so a nested look-alike (a tool's own
+//! `usage`) is never taken for the response's.
+
+use memchr::memchr3;
+
+/// Largest member kept; a bigger one (a huge `choices`) is dropped, never truncated.
+const MAX_MEMBER: usize = 4 << 20;
+
+#[derive(Debug)]
+pub struct TopLevelCapture {
+    wanted: &'static [&'static str],
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// At depth 1, between `{`/`,` and `:`: the next string is a key.
+    expecting_key: bool,
+    key: Vec<u8>,
+    reading_key: bool,
+    /// Capturing the current depth-1 value under this key.
+    capturing: Option<String>,
+    value: Vec<u8>,
+    oversized: bool,
+    members: Vec<(String, Vec<u8>)>,
+    /// The first non-blank byte was not `{`: this is not a JSON object.
+    not_an_object: bool,
+    started: bool,
+}
+
+impl TopLevelCapture {
+    pub fn new(wanted: &'static [&'static str]) -> TopLevelCapture {
+        TopLevelCapture {
+            wanted,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            expecting_key: false,
+            key: Vec::new(),
+            reading_key: false,
+            capturing: None,
+            value: Vec::new(),
+            oversized: false,
+            members: Vec::new(),
+            not_an_object: false,
+            started: false,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.not_an_object {
+            return;
+        }
+        let mut i = 0;
+        while i < chunk.len() {
+            // Inside a string that is neither a wanted key nor a captured value, skip ahead fast.
+            if self.in_string && !self.escaped && !self.reading_key && self.capturing.is_none() {
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    Some(j) => i += j,
+                    None => return,
+                }
+            } else if !self.in_string && self.depth > 1 && self.capturing.is_none() {
+                match memchr3(b'"', b'{', b'}', &chunk[i..]) {
+                    // `[`/`]` keep depth too; fall back to the byte loop when one may be near.
+                    Some(j) if !chunk[i..i + j].iter().any(|b| matches!(b, b'[' | b']')) => i += j,
+                    _ => {}
+                }
+            }
+            let b = chunk[i];
+            self.step(b);
+            i += 1;
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        if !self.started {
+            if b.is_ascii_whitespace() {
+                return;
+            }
+            self.started = true;
+            if b != b'{' {
+                self.not_an_object = true;
+                return;
+            }
+        }
+        if self.capturing.is_some() {
+            if self.value.len() < MAX_MEMBER {
+                self.value.push(b);
+            } else {
+                self.oversized = true;
+            }
+        }
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.reading_key {
+                    self.reading_key = false;
+                    return;
+                }
+            }
+            if self.reading_key {
+                self.key.push(b);
+            }
+            return;
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 && self.expecting_key {
+                    self.reading_key = true;
+                    self.key.clear();
+                }
+            }
+            b'{' | b'[' => {
+                self.depth += 1;
+                if self.depth == 1 {
+                    self.expecting_key = true;
+                }
+            }
+            b'}' | b']' => {
+                if self.depth == 1 {
+                    self.end_value();
+                }
+                self.depth = self.depth.saturating_sub(1);
+            }
+            b':' if self.depth == 1 && self.expecting_key => {
+                self.expecting_key = false;
+                let key = String::from_utf8_lossy(&self.key);
+                if self.wanted.contains(&key.as_ref()) {
+                    self.capturing = Some(key.into_owned());
+                    self.value.clear();
+                    self.oversized = false;
+                }
+            }
+            b',' if self.depth == 1 => {
+                self.end_value();
+                self.expecting_key = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn end_value(&mut self) {
+        if let Some(key) = self.capturing.take() {
+            self.value.pop(); // the `,` or `}` that ended it
+            if !self.oversized {
+                self.members.push((key, std::mem::take(&mut self.value)));
+            }
+        }
+    }
+
+    /// The captured members, parsed; `None` when the body was not a JSON object at all.
+    pub fn finish(self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if self.not_an_object || !self.started {
+            return None;
+        }
+        let mut map = serde_json::Map::new();
+        for (key, raw) in self.members {
+            if let Ok(value) = serde_json::from_slice(&raw) {
+                map.insert(key, value);
+            }
+        }
+        Some(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WANTED: &[&str] = &["usage", "model"];
+
+    fn capture(chunks: &[&[u8]]) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut c = TopLevelCapture::new(WANTED);
+        for chunk in chunks {
+            c.feed(chunk);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn takes_top_level_members_only() {
+        let body = br#"{"data":[{"usage":{"input_tokens":999},"x":"\"usage\":"}],"model" : "m",
+            "tool":{"usage":{"prompt_tokens":5}},"usage":{"prompt_tokens":12,"total_tokens":12}}"#;
+        let map = capture(&[body]).expect("object");
+        assert_eq!(map["model"], "m");
+        assert_eq!(map["usage"]["prompt_tokens"], 12);
+        assert_eq!(map.len(), 2);
+        for i in 0..body.len() {
+            assert_eq!(capture(&[&body[..i], &body[i..]]).expect("object"), map, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn not_an_object() {
+        assert!(capture(&[b"  [1,2]"]).is_none());
+        assert!(capture(&[b"nope"]).is_none());
+        assert!(capture(&[b""]).is_none());
+        assert_eq!(capture(&[b"{\"usage\": {\"a\": 1"]).expect("object").len(), 0);
+    }
+}

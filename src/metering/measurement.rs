@@ -1,0 +1,293 @@
+//! What the meter learns from a response, and how each API family's events feed it. Only the
+//! response's own usage locations are read (top level, `x_groq.usage`, `choices[i].usage`,
+//! `response.usage`, `message.usage`); a usage-shaped object anywhere else is not usage.
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::usage::merge_into;
+use crate::record::Endpoint;
+
+/// The API family a response belongs to, chosen from the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+}
+
+impl Dialect {
+    pub fn of(endpoint: Endpoint) -> Option<Dialect> {
+        match endpoint {
+            Endpoint::Chat => Some(Dialect::Chat),
+            Endpoint::Completions => Some(Dialect::Completions),
+            Endpoint::Embeddings => Some(Dialect::Embeddings),
+            Endpoint::Responses => Some(Dialect::Responses),
+            Endpoint::Messages => Some(Dialect::Messages),
+            Endpoint::Other => None,
+        }
+    }
+}
+
+/// Text kept for a local token count is capped: an estimate needs no more.
+const MAX_TEXT: usize = 4 << 20;
+
+#[derive(Debug, Default)]
+pub struct Measurement {
+    /// The last usage object carried (merged field by field for Anthropic's events).
+    pub usage: Option<Map<String, Value>>,
+    pub response_model: Option<String>,
+    /// Output text seen, for an estimate when no usage arrives.
+    pub text: String,
+    pub first_content_at: Option<Instant>,
+    pub last_content_at: Option<Instant>,
+    /// Data events (not counting `[DONE]`), or 1 for a non-streamed body.
+    pub chunks: u64,
+    pub tool_calls: u64,
+    /// The upstream's own end-of-answer marker was seen.
+    pub terminal: bool,
+    /// An error the upstream reported inside its answer.
+    pub error: Option<String>,
+    pub parse_errors: u64,
+}
+
+impl Measurement {
+    pub fn push_text(&mut self, text: &str, now: Instant) {
+        if text.is_empty() {
+            return;
+        }
+        if self.first_content_at.is_none() {
+            self.first_content_at = Some(now);
+        }
+        self.last_content_at = Some(now);
+        let room = MAX_TEXT.saturating_sub(self.text.len());
+        if room >= text.len() {
+            self.text.push_str(text);
+        } else {
+            let mut cut = room;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.text.push_str(&text[..cut]);
+        }
+    }
+
+    fn set_usage(&mut self, usage: &Value, merge: bool) {
+        let Some(map) = usage.as_object() else { return };
+        match (&mut self.usage, merge) {
+            (Some(existing), true) => merge_into(existing, map),
+            (slot, _) => *slot = Some(map.clone()),
+        }
+    }
+
+    fn set_model(&mut self, model: Option<&Value>) {
+        if let Some(model) = model.and_then(Value::as_str) {
+            if self.response_model.as_deref() != Some(model) {
+                self.response_model = Some(model.to_owned());
+            }
+        }
+    }
+
+    fn set_error(&mut self, error: &Value) {
+        let message = match error {
+            Value::Null => return,
+            Value::String(s) => s.clone(),
+            Value::Object(o) => o
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| error.to_string()),
+            other => other.to_string(),
+        };
+        self.error = Some(message);
+    }
+
+    fn text_at(&mut self, value: Option<&Value>, now: Instant) {
+        if let Some(text) = value.and_then(Value::as_str) {
+            self.push_text(text, now);
+        }
+    }
+
+    /// Takes in one parsed event (or a whole non-streamed body). Returns whether the event is a
+    /// usage-only chat chunk (`choices: []` plus usage), the one a stripped stream drops.
+    pub fn observe(&mut self, root: &Value, dialect: Dialect, event: &str, now: Instant) -> bool {
+        let Some(obj) = root.as_object() else {
+            self.parse_errors += 1;
+            return false;
+        };
+        match dialect {
+            Dialect::Chat | Dialect::Completions | Dialect::Embeddings => {
+                self.observe_openai(obj, now)
+            }
+            Dialect::Responses => {
+                self.observe_responses(obj, event, now);
+                false
+            }
+            Dialect::Messages => {
+                self.observe_messages(obj, event, now);
+                false
+            }
+        }
+    }
+
+    fn observe_openai(&mut self, obj: &Map<String, Value>, now: Instant) -> bool {
+        self.set_model(obj.get("model"));
+        if let Some(error) = obj.get("error") {
+            self.set_error(error);
+        }
+        let choices = obj.get("choices").and_then(Value::as_array);
+        let usage = [
+            obj.get("usage"),
+            obj.get("x_groq").and_then(|x| x.get("usage")),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(choices.into_iter().flatten().filter_map(|c| c.get("usage")))
+        .find(|u| u.is_object());
+        if let Some(usage) = usage {
+            self.set_usage(usage, false);
+        }
+        for choice in choices.into_iter().flatten() {
+            self.text_at(choice.get("text"), now);
+            let Some(part) = choice.get("delta").or_else(|| choice.get("message")) else {
+                continue;
+            };
+            for key in ["content", "reasoning_content", "reasoning", "refusal"] {
+                self.text_at(part.get(key), now);
+            }
+            for call in part.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                if call.get("id").is_some_and(|id| !id.is_null()) {
+                    self.tool_calls += 1;
+                }
+                if let Some(function) = call.get("function") {
+                    self.text_at(function.get("name"), now);
+                    self.text_at(function.get("arguments"), now);
+                }
+            }
+        }
+        usage.is_some() && choices.is_some_and(Vec::is_empty)
+    }
+
+    fn observe_responses(&mut self, obj: &Map<String, Value>, event: &str, now: Instant) {
+        let kind = obj.get("type").and_then(Value::as_str).unwrap_or(event);
+        if obj.get("object").and_then(Value::as_str) == Some("response") {
+            // A whole, non-streamed response.
+            self.observe_response_object(obj, now, true);
+            self.terminal = true;
+            return;
+        }
+        match kind {
+            "response.created" | "response.in_progress" | "response.queued"
+            | "response.completed" | "response.incomplete" | "response.failed" => {
+                if let Some(response) = obj.get("response").and_then(Value::as_object) {
+                    self.observe_response_object(response, now, false);
+                }
+                if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+                    self.terminal = true;
+                }
+            }
+            "response.output_item.added" => {
+                let item_kind = obj.get("item").and_then(|i| i.get("type")).and_then(Value::as_str);
+                if item_kind.is_some_and(|k| k.ends_with("_call") && k != "reasoning") {
+                    self.tool_calls += 1;
+                }
+            }
+            "error" => {
+                let error = obj.get("error").unwrap_or(&Value::Null);
+                match obj.get("message") {
+                    Some(message) => self.set_error(message),
+                    None => self.set_error(error),
+                }
+            }
+            k if k.ends_with(".delta") => self.text_at(obj.get("delta"), now),
+            _ => {}
+        }
+    }
+
+    fn observe_response_object(&mut self, response: &Map<String, Value>, now: Instant, whole: bool) {
+        self.set_model(response.get("model"));
+        if let Some(usage) = response.get("usage") {
+            self.set_usage(usage, false);
+        }
+        if let Some(error) = response.get("error") {
+            self.set_error(error);
+        }
+        if !whole {
+            return;
+        }
+        for item in response.get("output").and_then(Value::as_array).into_iter().flatten() {
+            if item.get("type").and_then(Value::as_str).is_some_and(|k| k.ends_with("_call")) {
+                self.tool_calls += 1;
+                self.text_at(item.get("arguments"), now);
+            }
+            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                self.text_at(part.get("text"), now);
+            }
+            for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                self.text_at(part.get("text"), now);
+            }
+        }
+    }
+
+    fn observe_messages(&mut self, obj: &Map<String, Value>, event: &str, now: Instant) {
+        let kind = obj.get("type").and_then(Value::as_str).unwrap_or(event);
+        match kind {
+            "message" => {
+                // A whole, non-streamed message.
+                self.set_model(obj.get("model"));
+                if let Some(usage) = obj.get("usage") {
+                    self.set_usage(usage, false);
+                }
+                for block in obj.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    self.content_block(block, now);
+                }
+                self.terminal = true;
+            }
+            "message_start" => {
+                if let Some(message) = obj.get("message") {
+                    self.set_model(message.get("model"));
+                    if let Some(usage) = message.get("usage") {
+                        self.set_usage(usage, true);
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(usage) = obj.get("usage") {
+                    self.set_usage(usage, true);
+                }
+            }
+            "content_block_start" => {
+                if let Some(block) = obj.get("content_block") {
+                    self.content_block(block, now);
+                }
+            }
+            "content_block_delta" => {
+                if let Some(delta) = obj.get("delta") {
+                    for key in ["text", "partial_json", "thinking"] {
+                        self.text_at(delta.get(key), now);
+                    }
+                }
+            }
+            "message_stop" => self.terminal = true,
+            "error" => self.set_error(obj.get("error").unwrap_or(&Value::Null)),
+            _ => {}
+        }
+    }
+
+    fn content_block(&mut self, block: &Value, now: Instant) {
+        match block.get("type").and_then(Value::as_str) {
+            Some("tool_use" | "server_tool_use") => {
+                self.tool_calls += 1;
+                if let Some(input) = block.get("input").filter(|i| i.as_object().is_some_and(|o| !o.is_empty())) {
+                    self.push_text(&input.to_string(), now);
+                }
+            }
+            _ => {
+                self.text_at(block.get("text"), now);
+                self.text_at(block.get("thinking"), now);
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The meter of one response: it sees the bytes the client gets, decodes a compressed copy,
+//! frames them as SSE events or one JSON body, and fills a `Measurement`. All work is
+//! synchronous and proportional to the bytes: it never waits and never blocks the stream.
+
+use std::ops::Range;
+
+use tokio::time::Instant;
+
+use super::decode::Decoder;
+use super::fast;
+use super::json_scan::TopLevelCapture;
+use super::measurement::{Dialect, Measurement};
+use super::sse::{SseEvent, SseParser};
+
+/// Top-level members of a non-streamed body the meter reads.
+const JSON_MEMBERS: &[&str] = &[
+    "usage", "model", "error", "choices", "x_groq", "object", "type", "output", "content",
+];
+
+enum Framing {
+    Sse(SseParser),
+    Json(TopLevelCapture),
+}
+
+pub struct Meter {
+    dialect: Dialect,
+    framing: Framing,
+    decoder: Option<Decoder>,
+    measurement: Measurement,
+    /// Cut usage-only chunks (tokentap asked for them, the client did not).
+    strip_usage_chunks: bool,
+    cuts: Vec<Range<u64>>,
+}
+
+impl Meter {
+    /// `sse` when the response is `text/event-stream`; `encoding` is its `Content-Encoding`.
+    pub fn new(dialect: Dialect, sse: bool, encoding: Option<&str>, strip_usage_chunks: bool) -> Meter {
+        let decoder = encoding.and_then(Decoder::for_encoding);
+        Meter {
+            dialect,
+            framing: if sse {
+                Framing::Sse(SseParser::new())
+            } else {
+                Framing::Json(TopLevelCapture::new(JSON_MEMBERS))
+            },
+            // Byte offsets of a compressed stream say nothing about events: never cut one.
+            strip_usage_chunks: strip_usage_chunks && sse && decoder.is_none(),
+            decoder,
+            measurement: Measurement::default(),
+            cuts: Vec::new(),
+        }
+    }
+
+    /// Whether this meter may cut usage-only chunks out of the client's stream.
+    pub fn strips(&self) -> bool {
+        self.strip_usage_chunks
+    }
+
+    pub fn measurement(&self) -> &Measurement {
+        &self.measurement
+    }
+
+    /// Feeds bytes exactly as the upstream sent them.
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) {
+        match &mut self.decoder {
+            None => self.feed_plain(chunk, now),
+            Some(decoder) => match decoder.decode(chunk) {
+                Ok(plain) => {
+                    let plain = std::mem::take(plain);
+                    self.feed_plain(&plain, now);
+                    if let Some(decoder) = &mut self.decoder {
+                        decoder.recycle(plain);
+                    }
+                }
+                Err(_) => {
+                    // A corrupt or oversized body: stop metering it, keep streaming it.
+                    self.measurement.parse_errors += 1;
+                    self.decoder = None;
+                    self.framing = Framing::Json(TopLevelCapture::new(&[]));
+                }
+            },
+        }
+    }
+
+    fn feed_plain(&mut self, chunk: &[u8], now: Instant) {
+        let Meter {
+            dialect,
+            framing,
+            measurement,
+            strip_usage_chunks,
+            cuts,
+            ..
+        } = self;
+        match framing {
+            Framing::Sse(parser) => parser.feed(chunk, &mut |event| {
+                on_event(measurement, *dialect, event, now, *strip_usage_chunks, cuts)
+            }),
+            Framing::Json(capture) => capture.feed(chunk),
+        }
+    }
+
+    /// Stream offset before which every byte belongs to a finished event.
+    pub fn settled_offset(&self) -> u64 {
+        match &self.framing {
+            Framing::Sse(parser) => parser.settled_offset(),
+            Framing::Json(_) => u64::MAX,
+        }
+    }
+
+    /// Byte ranges of the stream to leave out of the client's copy, in order; drained.
+    pub fn take_cuts(&mut self) -> Vec<Range<u64>> {
+        std::mem::take(&mut self.cuts)
+    }
+
+    pub fn has_cuts(&self) -> bool {
+        !self.cuts.is_empty()
+    }
+
+    /// The body ended (or was abandoned): flush what is pending and hand over the result.
+    pub fn finish(mut self, now: Instant) -> Measurement {
+        if let Some(decoder) = &mut self.decoder {
+            if let Ok(rest) = decoder.finish() {
+                let rest = std::mem::take(rest);
+                self.feed_plain(&rest, now);
+            }
+        }
+        let Meter {
+            dialect,
+            framing,
+            mut measurement,
+            ..
+        } = self;
+        match framing {
+            Framing::Sse(mut parser) => {
+                let mut ignored = Vec::new();
+                parser.finish(&mut |event| {
+                    on_event(&mut measurement, dialect, event, now, false, &mut ignored)
+                });
+            }
+            Framing::Json(capture) => match capture.finish() {
+                Some(members) if !members.is_empty() => {
+                    measurement.chunks = 1;
+                    measurement.observe(&serde_json::Value::Object(members), dialect, "", now);
+                }
+                Some(_) => {}
+                None => measurement.parse_errors += 1,
+            },
+        }
+        measurement
+    }
+}
+
+fn on_event(
+    m: &mut Measurement,
+    dialect: Dialect,
+    event: SseEvent<'_>,
+    now: Instant,
+    strip: bool,
+    cuts: &mut Vec<Range<u64>>,
+) {
+    let data = event.data.trim_ascii();
+    if data == b"[DONE]" {
+        m.terminal = true;
+        return;
+    }
+    if data.is_empty() {
+        return;
+    }
+    m.chunks += 1;
+    if fast::try_observe(m, dialect, event.event, data, now) {
+        return;
+    }
+    match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(value) => {
+            let name = std::str::from_utf8(event.event).unwrap_or("");
+            let usage_only = m.observe(&value, dialect, name, now);
+            if usage_only && strip {
+                cuts.push(event.start..event.end);
+            }
+        }
+        Err(_) => m.parse_errors += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! An incremental server-sent-events parser (WHATWG HTML §9.2.6) for the meter's copy of a
+//! stream. It is fed chunks as they arrive, split anywhere (mid-line, mid-CRLF, mid-UTF-8), and
+//! calls back once per complete event with borrowed slices, so the common case copies each
+//! payload once into a reused buffer and allocates nothing.
+//!
+//! It also tracks byte offsets in the stream, so the caller can tell which bytes belong to a
+//! finished event (the usage-chunk stripper cuts on them).
+
+use memchr::memchr2;
+
+/// One dispatched event. `start..end` are stream offsets of its whole block, blank line included.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    /// The `event:` field, empty when absent (the spec's default type "message").
+    pub event: &'a [u8],
+    pub data: &'a [u8],
+    pub start: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// A line split across chunks, without its terminator.
+    partial_line: Vec<u8>,
+    data: Vec<u8>,
+    event: Vec<u8>,
+    has_data: bool,
+    /// The previous chunk ended in `\r`: a `\n` starting the next one belongs to it.
+    after_cr: bool,
+    /// Stream offset of the first byte not yet fed.
+    offset: u64,
+    /// Stream offset where the current, unfinished event block began.
+    block_start: u64,
+    /// A UTF-8 byte order mark may open the first line only.
+    past_first_line: bool,
+}
+
+impl SseParser {
+    pub fn new() -> SseParser {
+        SseParser::default()
+    }
+
+    /// Offset of the first byte that belongs to an event not yet dispatched: every byte before
+    /// it is part of a finished event, a comment block or blank lines.
+    pub fn settled_offset(&self) -> u64 {
+        self.block_start
+    }
+
+    /// Feeds one chunk, calling `on_event` for every event it completes.
+    pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        let chunk_start = self.offset;
+        self.offset += chunk.len() as u64;
+        let mut pos = chunk_start;
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+                pos += 1;
+                if self.block_start == pos - 1 {
+                    self.block_start = pos;
+                }
+            }
+        }
+        while let Some(i) = memchr2(b'\n', b'\r', chunk) {
+            let terminator = chunk[i];
+            let mut line_end = pos + i as u64 + 1;
+            let mut next = i + 1;
+            if terminator == b'\r' {
+                match chunk.get(i + 1) {
+                    Some(b'\n') => {
+                        next += 1;
+                        line_end += 1;
+                    }
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            if self.partial_line.is_empty() {
+                self.line(&chunk[..i], line_end, on_event);
+            } else {
+                let mut line = std::mem::take(&mut self.partial_line);
+                line.extend_from_slice(&chunk[..i]);
+                self.line(&line, line_end, on_event);
+                line.clear();
+                self.partial_line = line;
+            }
+            chunk = &chunk[next..];
+            pos += next as u64;
+        }
+        self.partial_line.extend_from_slice(chunk);
+    }
+
+    /// The stream ended. An event left without its closing blank line is still dispatched:
+    /// browsers drop it, but a meter must not lose a final usage event to a missing newline.
+    pub fn finish(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if !self.partial_line.is_empty() {
+            let line = std::mem::take(&mut self.partial_line);
+            self.line(&line, self.offset, on_event);
+        }
+        self.dispatch(self.offset, on_event);
+    }
+
+    fn line(&mut self, mut line: &[u8], line_end: u64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if !self.past_first_line {
+            self.past_first_line = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            self.dispatch(line_end, on_event);
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            _ => {} // id, retry and unknown fields do not matter to the meter.
+        }
+    }
+
+    fn dispatch(&mut self, end: u64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.has_data {
+            on_event(SseEvent {
+                event: &self.event,
+                data: &self.data,
+                start: self.block_start,
+                end,
+            });
+        }
+        self.data.clear();
+        self.event.clear();
+        self.has_data = false;
+        self.block_start = end;
+    }
+}
+
+#[cfg(test)]
+mod tests;

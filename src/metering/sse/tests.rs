@@ -1,0 +1,171 @@
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owned {
+    event: String,
+    data: String,
+    start: u64,
+    end: u64,
+}
+
+fn parse_chunks(chunks: &[&[u8]]) -> (Vec<Owned>, u64) {
+    let mut parser = SseParser::new();
+    let mut out = Vec::new();
+    let mut sink = |e: SseEvent<'_>| {
+        out.push(Owned {
+            event: String::from_utf8_lossy(e.event).into_owned(),
+            data: String::from_utf8_lossy(e.data).into_owned(),
+            start: e.start,
+            end: e.end,
+        })
+    };
+    for chunk in chunks {
+        parser.feed(chunk, &mut sink);
+    }
+    let settled = parser.settled_offset();
+    parser.finish(&mut sink);
+    (out, settled)
+}
+
+fn parse(input: &[u8]) -> Vec<Owned> {
+    parse_chunks(&[input]).0
+}
+
+#[test]
+fn parses_openai_framing() {
+    let events = parse(b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].data, "{\"a\":1}");
+    assert_eq!((events[0].start, events[0].end), (0, 14));
+    assert_eq!(events[1].data, "[DONE]");
+    assert_eq!((events[1].start, events[1].end), (14, 28));
+}
+
+#[test]
+fn handles_every_line_ending_comment_and_field() {
+    let input = b": OPENROUTER PROCESSING\r\n\r\nevent: message_start\r\ndata: a\r\ndata:b\r\rid: 7\nretry: 10\ndata\n\n";
+    let events = parse(input);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event, "message_start");
+    assert_eq!(events[0].data, "a\nb");
+    assert_eq!(events[1].event, "");
+    assert_eq!(events[1].data, "");
+}
+
+#[test]
+fn strips_a_leading_byte_order_mark_only() {
+    let events = parse(b"\xEF\xBB\xBFdata: x\n\n\xEF\xBB\xBFdata: y\n\n");
+    assert_eq!(events.len(), 1, "a BOM after the first line makes an unknown field");
+    assert_eq!(events[0].data, "x");
+}
+
+#[test]
+fn dispatches_a_final_event_without_blank_line() {
+    let events = parse(b"data: {\"usage\":{}}");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data, "{\"usage\":{}}");
+}
+
+#[test]
+fn settled_offset_stops_before_an_unfinished_event() {
+    let (events, settled) = parse_chunks(&[b"data: a\n\ndata: b\n", b"data: c"]);
+    assert_eq!(settled, 9);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data, "b\nc");
+}
+
+#[test]
+fn every_split_point_gives_the_same_events() {
+    let input: &[u8] = b"\xEF\xBB\xBF: hi\r\n\r\nevent: e\r\ndata: {\"x\":\"\xC3\xA9\"}\r\n\r\ndata: 2\rdata: 3\r\r\ndata: [DONE]\n\n";
+    let whole = parse(input);
+    for i in 0..=input.len() {
+        for j in i..=input.len() {
+            let (got, _) = parse_chunks(&[&input[..i], &input[i..j], &input[j..]]);
+            assert_eq!(got, whole, "split at {i},{j}");
+        }
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(parse_chunks(&bytes).0, whole);
+}
+
+/// The events eventsource-stream (the reference parser) finds in `input`, as (event, data).
+fn reference(input: &[u8], split: usize) -> Vec<(String, String)> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let chunks = vec![
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(&input[..split])),
+        Ok(bytes::Bytes::copy_from_slice(&input[split..])),
+    ];
+    futures::executor::block_on(async {
+        futures::stream::iter(chunks)
+            .eventsource()
+            .filter_map(|e| async move { e.ok() })
+            .map(|e| {
+                let event = if e.event == "message" { String::new() } else { e.event };
+                (event, e.data)
+            })
+            .collect()
+            .await
+    })
+}
+
+fn line_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z{}\":, ]{0,12}".prop_map(|v| format!("data: {v}")),
+        "[a-z{}\":]{0,8}".prop_map(|v| format!("data:{v}")),
+        "[a-z_.]{1,10}".prop_map(|v| format!("event: {v}")),
+        "[a-z ]{0,10}".prop_map(|v| format!(": {v}")),
+        Just("id: 1".to_owned()),
+        Just("retry: 5".to_owned()),
+        Just(String::new()),
+    ]
+}
+
+fn stream_strategy() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec(line_strategy(), 0..20),
+        prop::sample::select(vec!["\n", "\r\n", "\r"]),
+    )
+        .prop_map(|(lines, eol)| {
+            let mut text = lines.join(eol);
+            text.push_str(eol);
+            text.push_str(eol);
+            text.into_bytes()
+        })
+}
+
+proptest! {
+    #[test]
+    fn agrees_with_eventsource_stream(input in stream_strategy(), split in 0usize..400) {
+        let split = split.min(input.len());
+        let ours: Vec<(String, String)> = parse_chunks(&[&input[..split], &input[split..]])
+            .0
+            .into_iter()
+            .map(|e| (e.event, e.data))
+            .collect();
+        prop_assert_eq!(ours, reference(&input, split));
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_events(input in stream_strategy(), cuts in prop::collection::vec(0usize..400, 0..8)) {
+        let whole = parse(&input);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            pieces.push(&input[last..c]);
+            last = c;
+        }
+        pieces.push(&input[last..]);
+        prop_assert_eq!(parse_chunks(&pieces).0, whole);
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes(input in prop::collection::vec(any::<u8>(), 0..300), split in 0usize..300) {
+        let split = split.min(input.len());
+        let _ = parse_chunks(&[&input[..split], &input[split..]]);
+    }
+}

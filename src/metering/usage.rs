@@ -1,0 +1,174 @@
+//! Normalises the many shapes of a provider's usage object into the record's `Usage`, in
+//! OpenAI's convention: `prompt_tokens` includes cache reads and writes, `completion_tokens`
+//! includes reasoning, `total_tokens` is the provider's own total.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Token counts as the record carries them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cache_creation_tokens: u64,
+}
+
+/// The usage a provider stated, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    pub usage: Usage,
+    /// The provider's parts did not add up to its total.
+    pub inconsistent: bool,
+    /// The provider gave input counts but no output count (Anthropic's `message_start` alone).
+    pub prompt_only: bool,
+}
+
+/// Why a usage object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("usage field `{0}` is negative")]
+    Negative(&'static str),
+    #[error("usage field `{0}` is not a whole number")]
+    NotANumber(&'static str),
+    #[error("usage field `{0}` is implausibly large")]
+    TooLarge(&'static str),
+    #[error("usage object states no token count")]
+    Empty,
+}
+
+/// No single request has ever used a trillion tokens: a count above this is corrupt.
+const MAX_COUNT: u64 = 1_000_000_000_000;
+
+/// Which family the usage object belongs to, where field names alone are ambiguous
+/// (`input_tokens` includes cache reads in OpenAI's Responses API, but not in Anthropic's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageFamily {
+    OpenAi,
+    Anthropic,
+}
+
+/// Normalises one usage object.
+pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normalized, UsageError> {
+    let top = |key: &'static str| count(raw.get(key), key);
+    let nested = |outer: &str, key: &'static str| {
+        count(raw.get(outer).and_then(|o| o.get(key)), key)
+    };
+
+    let cache_read_anthropic = top("cache_read_input_tokens")?;
+    let cache_write_anthropic = top("cache_creation_input_tokens")?;
+    let anthropic = family == UsageFamily::Anthropic
+        || cache_read_anthropic.is_some()
+        || cache_write_anthropic.is_some();
+
+    let prompt_stated = first([top("prompt_tokens")?, top("input_tokens")?]);
+    let completion_stated = first([top("completion_tokens")?, top("output_tokens")?]);
+    let total_stated = top("total_tokens")?;
+    if prompt_stated.is_none() && completion_stated.is_none() && total_stated.is_none() {
+        return Err(UsageError::Empty);
+    }
+
+    let cached = first([
+        nested("prompt_tokens_details", "cached_tokens")?,
+        nested("input_tokens_details", "cached_tokens")?,
+        top("prompt_cache_hit_tokens")?,
+        top("cached_tokens")?,
+        cache_read_anthropic,
+    ])
+    .unwrap_or(0);
+    let cache_creation = first([
+        nested("prompt_tokens_details", "cache_write_tokens")?,
+        nested("input_tokens_details", "cache_write_tokens")?,
+        nested("prompt_tokens_details", "cache_creation_tokens")?,
+        cache_write_anthropic,
+    ])
+    .unwrap_or(0);
+    let reasoning_stated = first([
+        nested("completion_tokens_details", "reasoning_tokens")?,
+        nested("output_tokens_details", "reasoning_tokens")?,
+        top("reasoning_tokens")?,
+    ]);
+
+    let mut prompt = prompt_stated.unwrap_or(0);
+    if anthropic && raw.contains_key("input_tokens") && !raw.contains_key("prompt_tokens") {
+        // Anthropic counts cache reads and writes apart from `input_tokens`.
+        prompt = prompt
+            .saturating_add(cache_read_anthropic.unwrap_or(0))
+            .saturating_add(cache_write_anthropic.unwrap_or(0));
+    }
+    let mut completion = completion_stated.unwrap_or(0);
+    let mut reasoning = reasoning_stated.unwrap_or(0);
+    let parts = prompt.saturating_add(completion);
+    let total = total_stated.unwrap_or(parts);
+    let inconsistent = total != parts;
+    if total > parts && reasoning_stated.is_none() {
+        // Hidden thinking tokens (some Gemini endpoints): count them as reasoning output.
+        reasoning = total - parts;
+        completion += reasoning;
+    }
+    Ok(Normalized {
+        usage: Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+            cached_tokens: cached,
+            reasoning_tokens: reasoning,
+            cache_creation_tokens: cache_creation,
+        },
+        inconsistent,
+        prompt_only: completion_stated.is_none() && total_stated.is_none(),
+    })
+}
+
+fn first<const N: usize>(values: [Option<u64>; N]) -> Option<u64> {
+    values.into_iter().flatten().next()
+}
+
+/// Reads one count: absent or null is `None`; numbers and numeric strings are accepted;
+/// negatives, fractions, other types and absurd sizes are refused.
+fn count(value: Option<&Value>, key: &'static str) -> Result<Option<u64>, UsageError> {
+    let n = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(n) = n.as_u64() {
+                n
+            } else if n.as_i64().is_some_and(|n| n < 0) {
+                return Err(UsageError::Negative(key));
+            } else {
+                match n.as_f64() {
+                    Some(f) if f < 0.0 => return Err(UsageError::Negative(key)),
+                    Some(f) if f.fract() == 0.0 && f <= MAX_COUNT as f64 => f as u64,
+                    Some(f) if f.fract() == 0.0 => return Err(UsageError::TooLarge(key)),
+                    _ => return Err(UsageError::NotANumber(key)),
+                }
+            }
+        }
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.starts_with('-') {
+                return Err(UsageError::Negative(key));
+            }
+            s.parse::<u64>().map_err(|_| UsageError::NotANumber(key))?
+        }
+        Some(_) => return Err(UsageError::NotANumber(key)),
+    };
+    if n > MAX_COUNT {
+        return Err(UsageError::TooLarge(key));
+    }
+    Ok(Some(n))
+}
+
+/// Folds `later` into `earlier` field by field (Anthropic's `message_delta` carries cumulative
+/// output counts and sometimes repeats the input counts of `message_start`).
+pub fn merge_into(earlier: &mut Map<String, Value>, later: &Map<String, Value>) {
+    for (key, value) in later {
+        if !value.is_null() {
+            earlier.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The proxy path: one client request in, one upstream call out, the answer streamed back
+//! through the meter. Errors tokentap produces itself are answered in OpenAI's error shape and
+//! still become a record.
+
+mod attribution;
+mod headers;
+pub mod request;
+mod route;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+pub use attribution::fingerprint;
+use attribution::attribute;
+use headers::{header_bytes, strip_hop_by_hop, upstream_request_headers};
+
+use crate::app::{App, Upstream};
+use crate::config::AuthHeader;
+use crate::error::ProxyError;
+use crate::metering::body::error_chain;
+use crate::metering::{Dialect, MeteredBody, Meter};
+use crate::record::{Endpoint, Outcome};
+use crate::tracker::{InFlight, RequestStart};
+
+pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
+
+/// Headers a provider uses for its own request id, most common first.
+const REQUEST_ID_HEADERS: &[&str] = &["x-request-id", "request-id", "apim-request-id", "x-amzn-requestid", "cf-ray"];
+
+pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let endpoint = Endpoint::of_path(parts.uri.path());
+    let settings = app.settings();
+    let header_provider = parts
+        .headers
+        .get("x-tokentap-provider")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+
+    // Checks that need no body.
+    let early = if header_bytes(&parts.headers) > settings.max_header_bytes {
+        Some(ProxyError::HeadersTooLarge { limit: settings.max_header_bytes })
+    } else if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
+        Some(ProxyError::BodyTooLarge { limit: settings.max_body })
+    } else if app.is_draining() {
+        Some(ProxyError::ShuttingDown)
+    } else {
+        None
+    };
+    let metered = endpoint != Endpoint::Other && parts.method == http::Method::POST;
+
+    // A metered request's JSON is read whole (bounded by --max-body): routing and usage
+    // injection need it. Any other body streams straight through.
+    let (body_bytes, streaming_body) = match early {
+        Some(err) => return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err),
+        None if metered => match Limited::new(body, usize::try_from(settings.max_body).unwrap_or(usize::MAX)).collect().await {
+            Ok(collected) => (Some(collected.to_bytes()), None),
+            Err(err) => {
+                let err = if err.is::<http_body_util::LengthLimitError>() {
+                    ProxyError::BodyTooLarge { limit: settings.max_body }
+                } else {
+                    ProxyError::BodyRead(error_chain(err.as_ref()))
+                };
+                return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err);
+            }
+        },
+        None => (None, Some(body)),
+    };
+    let facts = body_bytes.as_deref().and_then(request::inspect);
+    let model = facts.as_ref().and_then(|f| f.model.as_deref());
+    let route = match route::choose(app.provider_configs(), header_provider.as_deref(), model) {
+        Ok(route) => route,
+        Err(err) => return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err),
+    };
+    let upstream = app.upstream(route.provider);
+    let dialect = if metered { Dialect::of(endpoint) } else { None };
+    let stream = facts.as_ref().is_some_and(|f| f.stream);
+    let add_usage = stream
+        && matches!(dialect, Some(Dialect::Chat | Dialect::Completions))
+        && upstream.config.include_usage
+        && facts.as_ref().is_some_and(|f| !f.include_usage && f.can_add_include_usage());
+    let rewritten = match (&facts, &body_bytes) {
+        (Some(f), Some(bytes)) => f.rewrite(bytes, route.stripped_model, add_usage),
+        _ => None,
+    };
+    let who = attribute(&parts.headers, facts.as_ref().and_then(|f| f.user.as_deref()));
+    let request_bytes = body_bytes
+        .as_ref()
+        .map_or_else(|| content_length(&parts.headers).unwrap_or(0), |b| b.len() as u64);
+    let start = RequestStart {
+        id: new_request_id(),
+        provider: upstream.config.name.clone(),
+        model: facts.as_ref().and_then(|f| f.model.clone()),
+        endpoint,
+        stream,
+        request_bytes,
+        key_id: who.key_id,
+        user: who.user,
+        conversation_id: who.conversation_id,
+        tags: who.tags,
+    };
+    let mut in_flight = InFlight::start(app.tracker(), start, body_bytes.clone(), dialect);
+
+    let outgoing = rewritten.clone().or(body_bytes);
+    let upstream_body = match (outgoing, streaming_body) {
+        (Some(bytes), _) => reqwest::Body::from(bytes),
+        (None, Some(body)) => {
+            reqwest::Body::wrap(Limited::new(body, usize::try_from(settings.max_body).unwrap_or(usize::MAX)))
+        }
+        (None, None) => reqwest::Body::from(Bytes::new()),
+    };
+    let mut headers = upstream_request_headers(&parts.headers, client.ip(), rewritten.is_some());
+    if let Some(credential) = &upstream.config.credential {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-api-key");
+        let name = match credential.header {
+            AuthHeader::Authorization => header::AUTHORIZATION,
+            AuthHeader::XApiKey => http::HeaderName::from_static("x-api-key"),
+        };
+        headers.insert(name, credential.value.clone());
+    }
+    for (name, value) in &upstream.config.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let url = format!(
+        "{}{}",
+        upstream.config.base_url,
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let request = upstream
+        .client
+        .request(parts.method.clone(), url)
+        .headers(headers)
+        .body(upstream_body)
+        .timeout(settings.timeouts.request);
+
+    in_flight.sent_upstream();
+    let sent = Instant::now();
+    let response = match tokio::time::timeout(settings.timeouts.first_byte, request.send()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => return answer_upstream_failure(in_flight, upstream, &err, sent),
+        Err(_) => {
+            let err = ProxyError::UpstreamTimeout {
+                provider: upstream.config.name.clone(),
+                after_ms: sent.elapsed().as_millis(),
+            };
+            in_flight.fail(Outcome::Timeout, err.status().as_u16(), err.to_string());
+            return error_response(err);
+        }
+    };
+
+    let status = response.status();
+    let request_id = REQUEST_ID_HEADERS
+        .iter()
+        .find_map(|h| response.headers().get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    in_flight.response_headers(status.as_u16(), request_id);
+    let response: Response<reqwest::Body> = response.into();
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let meter = dialect.map(|dialect| {
+        let sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        Meter::new(dialect, sse, encoding, add_usage && status.is_success())
+    });
+    if meter.as_ref().is_some_and(Meter::strips) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut body = MeteredBody::new(body, meter, in_flight, settings.timeouts.idle);
+    if let Some(drainer) = app.drainer() {
+        body = body.drain_on_disconnect(drainer.clone());
+    }
+    Response::from_parts(parts, Either::Left(body))
+}
+
+fn answer_upstream_failure(in_flight: InFlight, upstream: &Upstream, err: &reqwest::Error, sent: Instant) -> Response<ProxyBody> {
+    let provider = upstream.config.name.clone();
+    let detail = error_chain(err);
+    let (err, outcome) = if chain_has::<http_body_util::LengthLimitError>(err) {
+        (ProxyError::BodyTooLarge { limit: 0 }, Outcome::ClientError)
+    } else if err.is_timeout() {
+        (ProxyError::UpstreamTimeout { provider, after_ms: sent.elapsed().as_millis() }, Outcome::Timeout)
+    } else if err.is_connect() {
+        (ProxyError::UpstreamUnreachable { provider, detail }, Outcome::UpstreamError)
+    } else {
+        (ProxyError::UpstreamFailed { provider, detail }, Outcome::UpstreamError)
+    };
+    in_flight.fail(outcome, err.status().as_u16(), err.to_string());
+    error_response(err)
+}
+
+fn error_response(err: ProxyError) -> Response<ProxyBody> {
+    err.into_response::<Full<Bytes>>().map(Either::Right)
+}
+
+fn chain_has<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Answers an error found before any upstream call, and records it.
+fn answer_early(
+    app: &App,
+    endpoint: Endpoint,
+    header_provider: Option<&str>,
+    headers: &http::HeaderMap,
+    err: ProxyError,
+) -> Response<ProxyBody> {
+    let provider = header_provider
+        .and_then(|name| app.provider_configs().iter().find(|p| p.name == name.trim()))
+        .or_else(|| app.provider_configs().first())
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    let who = attribute(headers, None);
+    let start = RequestStart {
+        id: new_request_id(),
+        provider,
+        model: None,
+        endpoint,
+        stream: false,
+        request_bytes: content_length(headers).unwrap_or(0),
+        key_id: who.key_id,
+        user: who.user,
+        conversation_id: who.conversation_id,
+        tags: who.tags,
+    };
+    let outcome = match &err {
+        ProxyError::ShuttingDown | ProxyError::Internal(_) => Outcome::ProxyError,
+        _ => Outcome::ClientError,
+    };
+    InFlight::start(app.tracker(), start, None, None).fail(outcome, err.status().as_u16(), err.to_string());
+    let mut response: Response<Full<Bytes>> = err.into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response.map(Either::Right)
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A time-ordered unique id (UUID v7), so ids sort by start time.
+fn new_request_id() -> String {
+    format!("req_{}", uuid::Uuid::now_v7().simple())
+}

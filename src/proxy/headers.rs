@@ -1,0 +1,95 @@
+//! Header rules at the proxy's two edges: hop-by-hop headers stop here (RFC 9110 §7.6.1),
+//! `Host` follows the upstream, `x-forwarded-for` grows by the client's address, and tokentap's
+//! own `x-tokentap-*` headers are not forwarded.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+/// The headers sent upstream for a client's request headers.
+pub fn upstream_request_headers(client: &HeaderMap, client_ip: IpAddr, body_rewritten: bool) -> HeaderMap {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    if body_rewritten {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-tokentap-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        _ => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers
+}
+
+/// Total size of the request headers as they came (names, values and separators).
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_own_headers_stop_here() {
+        let mut client = HeaderMap::new();
+        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        client.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        client.insert("x-secret-hop", HeaderValue::from_static("1"));
+        client.insert(header::TE, HeaderValue::from_static("trailers"));
+        client.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8787"));
+        client.insert("x-tokentap-provider", HeaderValue::from_static("openai"));
+        client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        client.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        client.insert("openai-beta", HeaderValue::from_static("assistants=v2"));
+        let up = upstream_request_headers(&client, "127.0.0.2".parse().expect("ip"), true);
+        for gone in ["connection", "keep-alive", "x-secret-hop", "te", "host", "x-tokentap-provider", "content-length"] {
+            assert!(!up.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(up["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(up["openai-beta"], "assistants=v2");
+    }
+}

@@ -1,0 +1,123 @@
+//! Serving: accept loops for the proxy and admin listeners, HTTP/1.1 and h2c on each
+//! connection, and the graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::{admin, proxy};
+
+/// How long a client may take to send its request headers (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for
+/// up to the drain timeout, and returns.
+pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = ()>) {
+    let stop_proxy = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let mut proxy = tokio::spawn(accept_loop(listeners.proxy, app.clone(), stop_proxy.clone(), Role::Proxy));
+    let mut admin = tokio::spawn(accept_loop(listeners.admin, app.clone(), stop_admin.clone(), Role::Admin));
+    tokio::select! {
+        _ = &mut proxy => {}
+        _ = &mut admin => {}
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    app.start_draining();
+    stop_proxy.cancel();
+    // The admin listener stays up while draining so /readyz can say 503.
+    let drain_timeout = app.settings().drain_timeout;
+    let drained = tokio::time::timeout(drain_timeout, async {
+        let _ = (&mut proxy).await;
+        app.tasks().close();
+        app.tasks().wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX), "drain timeout reached; cutting remaining requests");
+        proxy.abort();
+    }
+    stop_admin.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Proxy,
+    Admin,
+}
+
+/// Accepts until `stop`, then waits for the connections it started to finish.
+async fn accept_loop(listener: TcpListener, app: App, stop: CancellationToken, role: Role) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(app.settings().max_header_bytes.max(8192) * 4);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let io = TokioIo::new(stream);
+        match role {
+            Role::Proxy => {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, req, peer).await) }
+                });
+                let conn = builder.serve_connection(io, service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(log_connection_error(conn, peer));
+            }
+            Role::Admin => {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin::handle(app, req).await) }
+                });
+                let conn = builder.serve_connection(io, service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(log_connection_error(conn, peer));
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn log_connection_error<E: std::fmt::Display>(conn: impl Future<Output = Result<(), E>>, peer: SocketAddr) {
+    if let Err(err) = conn.await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}

@@ -1,0 +1,132 @@
+//! The tracker: requests in flight (a sharded map, touched once at start and once at the end)
+//! and completed records (a bounded ring). Finished requests are handed to a recorder thread
+//! through a bounded queue that the request path never waits on; the recorder does the slow
+//! part (normalising, estimating with a tokenizer) off every stream's path.
+
+mod in_flight;
+mod recorder;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+pub use in_flight::{Active, BodyEnd, InFlight, RequestStart};
+pub(crate) use recorder::Finished;
+
+use crate::record::Record;
+
+/// How many finished requests may wait for the recorder before new ones are dropped (counted).
+const QUEUE: usize = 65_536;
+
+/// A cheap-to-clone handle on the shared tracker.
+#[derive(Clone)]
+pub struct Tracker(Arc<Inner>);
+
+struct Inner {
+    active: DashMap<u64, Arc<Active>>,
+    // Written by the recorder thread only; readers copy out what they need. Never held across
+    // an await.
+    completed: RwLock<VecDeque<Arc<Record>>>,
+    max_records: usize,
+    queue: std::sync::mpsc::SyncSender<Finished>,
+    next_seq: AtomicU64,
+    started: AtomicU64,
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Counters that prove no request was lost: `started == recorded + dropped + active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerCounts {
+    pub started: u64,
+    pub recorded: u64,
+    pub dropped: u64,
+    pub active: u64,
+}
+
+impl Tracker {
+    /// Starts the tracker and its recorder thread (which ends when the last handle is dropped).
+    pub fn start(max_records: usize) -> std::io::Result<Tracker> {
+        let (queue, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+        let tracker = Tracker(Arc::new(Inner {
+            active: DashMap::new(),
+            completed: RwLock::new(VecDeque::with_capacity(max_records.min(1 << 16))),
+            max_records,
+            queue,
+            next_seq: AtomicU64::new(1),
+            started: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }));
+        recorder::spawn(Arc::downgrade(&tracker.0), receiver)?;
+        Ok(tracker)
+    }
+
+    pub fn counts(&self) -> TrackerCounts {
+        // Read `recorded` first: a request finishing meanwhile then shows as active, not lost.
+        let recorded = self.0.recorded.load(Ordering::Acquire);
+        let dropped = self.0.dropped.load(Ordering::Acquire);
+        let active = self.0.active.len() as u64;
+        let started = self.0.started.load(Ordering::Acquire);
+        TrackerCounts {
+            started,
+            recorded,
+            dropped,
+            active,
+        }
+    }
+
+    /// Snapshots of the requests in flight, oldest first.
+    pub fn active(&self) -> Vec<Record> {
+        let mut entries: Vec<Arc<Active>> = self.0.active.iter().map(|e| Arc::clone(e.value())).collect();
+        entries.sort_by_key(|a| a.seq);
+        entries.iter().map(|a| a.snapshot()).collect()
+    }
+
+    /// Completed records, newest first.
+    pub fn recent(&self) -> Vec<Arc<Record>> {
+        self.0.completed.read().iter().rev().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Record>> {
+        self.0.completed.read().iter().rev().find(|r| r.id == id).cloned()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.0.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn insert_active(&self, active: Arc<Active>) {
+        self.0.started.fetch_add(1, Ordering::AcqRel);
+        self.0.active.insert(active.seq, active);
+    }
+
+    fn submit(&self, finished: Finished) {
+        let seq = finished.active.seq;
+        match self.0.queue.try_send(finished) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_) | std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                // Never stall a stream for bookkeeping: count the loss instead.
+                self.0.active.remove(&seq);
+                self.0.dropped.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!("record queue full; a record was dropped");
+            }
+        }
+    }
+
+    fn store(&self, record: Record, seq: u64) {
+        let record = Arc::new(record);
+        {
+            let mut ring = self.0.completed.write();
+            if ring.len() >= self.0.max_records {
+                ring.pop_front();
+            }
+            ring.push_back(record);
+        }
+        self.0.recorded.fetch_add(1, Ordering::AcqRel);
+        self.0.active.remove(&seq);
+    }
+}

@@ -1,0 +1,153 @@
+//! The recorder thread: turns each finished request into its record, off the request path.
+//! Normalising usage and counting tokens with a tokenizer happen here.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use super::in_flight::{Active, BodyEnd, Ending, millis};
+use super::{Inner, Tracker};
+use crate::metering::estimate;
+use crate::metering::measurement::{Dialect, Measurement};
+use crate::metering::usage::{Usage, UsageFamily, normalize};
+use crate::record::{Outcome, Record, UsageSource};
+
+pub(crate) struct Finished {
+    pub(super) active: Arc<Active>,
+    pub(super) ending: Ending,
+    pub(super) status: Option<u16>,
+    pub(super) upstream_request_id: Option<String>,
+    pub(super) measurement: Option<Measurement>,
+    pub(super) response_bytes: u64,
+    pub(super) sent_at: Instant,
+    pub(super) ended_at: Instant,
+    pub(super) finished_at: OffsetDateTime,
+    pub(super) request_body: Option<Bytes>,
+    pub(super) dialect: Option<Dialect>,
+}
+
+pub(super) fn spawn(tracker: Weak<Inner>, queue: std::sync::mpsc::Receiver<Finished>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tokentap-recorder".into())
+        .spawn(move || {
+            // Ends when every sender (held by the tracker) is gone.
+            while let Ok(finished) = queue.recv() {
+                let Some(inner) = tracker.upgrade() else { return };
+                let tracker = Tracker(inner);
+                let seq = finished.active.seq;
+                let record = build_record(finished);
+                tracker.store(record, seq);
+            }
+        })
+        .map(|_| ())
+}
+
+/// Builds the record of a finished request.
+pub(crate) fn build_record(f: Finished) -> Record {
+    let mut record = f.active.snapshot();
+    record.finished_at = Some(f.finished_at);
+    record.status_code = f.status;
+    record.upstream_request_id = f.upstream_request_id;
+    record.duration_ms = millis(f.ended_at.saturating_duration_since(f.active.started));
+    record.response_bytes = f.response_bytes;
+    let (outcome, error) = outcome_of(&f.ending, f.status, f.measurement.as_ref());
+    record.outcome = Some(outcome);
+    record.error = error;
+
+    let Some(m) = f.measurement else {
+        record.usage_source = UsageSource::Missing;
+        return record;
+    };
+    record.response_model = m.response_model.clone();
+    record.chunks = m.chunks;
+    record.tool_calls = m.tool_calls;
+    record.ttft_ms = m.first_content_at.map(|at| millis(at.saturating_duration_since(f.sent_at)));
+    record.decode_ms = match (m.first_content_at, m.last_content_at) {
+        (Some(first), Some(last)) => Some(millis(last.saturating_duration_since(first))),
+        _ => None,
+    };
+    let dialect = f.dialect;
+    let family = match dialect {
+        Some(Dialect::Messages) => UsageFamily::Anthropic,
+        _ => UsageFamily::OpenAi,
+    };
+    let answered = f.status.is_some_and(|s| (200..300).contains(&s)) && m.error.is_none();
+    let tokenizer_model = record.response_model.clone().or_else(|| record.model.clone()).unwrap_or_default();
+    let estimate_prompt = || {
+        dialect.and_then(|d| estimate::prompt_tokens(f.request_body.as_deref().unwrap_or_default(), d, &tokenizer_model))
+    };
+    match &m.usage {
+        Some(raw) => {
+            record.raw_usage = Some(serde_json::Value::Object(raw.clone()));
+            match normalize(raw, family) {
+                Ok(n) if n.prompt_only => {
+                    // Anthropic's message_start came, the final counts did not.
+                    let completion = estimate::text_tokens(&m.text, &tokenizer_model);
+                    record.usage = Usage {
+                        completion_tokens: completion,
+                        total_tokens: n.usage.prompt_tokens + completion,
+                        ..n.usage
+                    };
+                    record.usage_source = UsageSource::Partial;
+                }
+                Ok(n) => {
+                    record.usage = n.usage;
+                    record.usage_source = UsageSource::Upstream;
+                }
+                Err(err) => {
+                    tracing::warn!(id = %record.id, provider = %record.provider, error = %err, "provider usage refused");
+                    record.usage_source = UsageSource::Missing;
+                }
+            }
+        }
+        None if answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some() => {
+            match estimate_prompt() {
+                Some(prompt) => {
+                    let completion = estimate::text_tokens(&m.text, &tokenizer_model);
+                    record.usage = Usage {
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        total_tokens: prompt + completion,
+                        ..Usage::default()
+                    };
+                    record.usage_source = UsageSource::Estimated;
+                }
+                None => record.usage_source = UsageSource::Missing,
+            }
+        }
+        None => record.usage_source = UsageSource::Missing,
+    }
+    record
+}
+
+fn outcome_of(ending: &Ending, status: Option<u16>, m: Option<&Measurement>) -> (Outcome, Option<String>) {
+    let upstream_error = m.and_then(|m| m.error.clone());
+    match ending {
+        Ending::Failed { outcome, error } => (*outcome, Some(error.clone())),
+        Ending::Body(end) => {
+            let by_status = match status {
+                Some(s) if s >= 500 => Some(Outcome::UpstreamError),
+                Some(s) if s >= 400 => Some(Outcome::ClientError),
+                _ => None,
+            };
+            match end {
+                BodyEnd::Complete => match (by_status, upstream_error) {
+                    (Some(outcome), error) => (outcome, error.or_else(|| status.map(|s| format!("upstream answered {s}")))),
+                    (None, Some(error)) => (Outcome::UpstreamError, Some(error)),
+                    (None, None) => (Outcome::Ok, None),
+                },
+                BodyEnd::UpstreamFailed(e) => (Outcome::UpstreamError, Some(e.clone())),
+                BodyEnd::Timeout(e) => (Outcome::Timeout, Some(e.clone())),
+                BodyEnd::ClientGone | BodyEnd::ClientGoneDrained => {
+                    (Outcome::Cancelled, Some("client disconnected before the answer was complete".into()))
+                }
+                BodyEnd::ClientGoneDrainFailed(e) => (
+                    Outcome::Cancelled,
+                    Some(format!("client disconnected; draining the upstream failed: {e}")),
+                ),
+            }
+        }
+    }
+}
