@@ -282,15 +282,25 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
         Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
     };
     if let Some(status) = controls.status {
-        let message = format!("Simulated error: x-demo-status asked for {}", status.as_u16());
+        let message = format!(
+            "Simulated error: x-demo-status asked for {}",
+            status.as_u16()
+        );
         return error_response(status, &message);
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let Some(route) = Route::from_path(&path) else {
-        return error_response(StatusCode::NOT_FOUND, &format!("Invalid URL ({method} {path})"));
+        return error_response(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {path})"),
+        );
     };
-    let expected = if route == Route::Models { Method::GET } else { Method::POST };
+    let expected = if route == Route::Models {
+        Method::GET
+    } else {
+        Method::POST
+    };
     if method != expected {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -305,12 +315,17 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
         return models();
     }
 
-    let bytes = match Limited::new(request.into_body(), MAX_REQUEST_BYTES).collect().await {
+    let bytes = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
         }
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "Could not read the request body"),
+        Err(_) => {
+            return error_response(StatusCode::BAD_REQUEST, "Could not read the request body");
+        }
     };
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(value @ Value::Object(_)) => value,

@@ -22,6 +22,8 @@ use tokio::time::{Instant, Sleep};
 
 /// Buffered bytes that trigger a frame when events are produced back to back.
 const FLUSH_AT: usize = 16 * 1024;
+/// Pause between the last frame of an aborted stream and the body error.
+const ABORT_GRACE: Duration = Duration::from_millis(2);
 
 /// The body error that aborts a stream (`x-demo-abort-after`).
 #[derive(Debug)]
@@ -132,7 +134,10 @@ impl SseStream {
         }
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, DemoBodyError>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DemoBodyError>>> {
         loop {
             if self.sleeping {
                 if let Some(sleep) = self.sleep.as_mut() {
@@ -164,6 +169,12 @@ impl SseStream {
                 Step::Abort => {
                     if !self.buf.is_empty() {
                         return self.flush();
+                    }
+                    if !std::mem::take(&mut self.delay_served) {
+                        // Let hyper flush what was sent before failing the body: an error drops
+                        // the connection together with its unwritten buffer.
+                        self.start_sleep(ABORT_GRACE);
+                        continue;
                     }
                     self.state = State::Done;
                     return Poll::Ready(Some(Err(DemoBodyError)));
@@ -233,16 +244,29 @@ pub(super) fn deadline_after(delay: Duration) -> Instant {
 }
 
 /// A streamed `text/event-stream` answer.
-pub(super) fn sse_response(script: Box<dyn Script>, total: u64, pacing: Pacing) -> Response<DemoBody> {
-    let mut response = Response::new(DemoBody::Stream(Box::new(SseStream::new(script, total, pacing))));
+pub(super) fn sse_response(
+    script: Box<dyn Script>,
+    total: u64,
+    pacing: Pacing,
+) -> Response<DemoBody> {
+    let mut response = Response::new(DemoBody::Stream(Box::new(SseStream::new(
+        script, total, pacing,
+    ))));
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
 /// A whole answer with the given content type.
-pub(super) fn bytes_response(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response<DemoBody> {
+pub(super) fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+) -> Response<DemoBody> {
     let length = HeaderValue::from(bytes.len());
     let mut response = Response::new(DemoBody::Full(Some(Bytes::from(bytes))));
     *response.status_mut() = status;
@@ -259,14 +283,19 @@ pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<DemoB
         Err(_) => bytes_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "application/json",
-            br#"{"error":{"message":"serialization failed","type":"server_error","code":null}}"#.to_vec(),
+            br#"{"error":{"message":"serialization failed","type":"server_error","code":null}}"#
+                .to_vec(),
         ),
     }
 }
 
 /// An OpenAI-shaped error: `{"error":{"message","type","code":null}}`.
 pub(super) fn error_response(status: StatusCode, message: &str) -> Response<DemoBody> {
-    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
     json_response(status, &body)
 }

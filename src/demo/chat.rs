@@ -120,7 +120,11 @@ impl ChatScript {
         finish: &str,
         include_usage: bool,
     ) -> Self {
-        let usage_null = if include_usage { r#","usage":null"# } else { "" };
+        let usage_null = if include_usage {
+            r#","usage":null"#
+        } else {
+            ""
+        };
         let head = format!(
             r#"data: {{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"service_tier":"default","system_fingerprint":"fp_demo","choices":[{{"index":0,"delta":"#,
             json_str(id),

@@ -53,14 +53,19 @@ struct CompletionScript {
 
 impl CompletionScript {
     fn new(call: &Call<'_>, id: &str, finish: &str, include_usage: bool) -> Self {
-        let usage_null = if include_usage { r#","usage":null"# } else { "" };
+        let usage_null = if include_usage {
+            r#","usage":null"#
+        } else {
+            ""
+        };
         let head = format!(
             r#"data: {{"id":{},"object":"text_completion","created":{},"model":{},"system_fingerprint":"fp_demo","choices":[{{"text":""#,
             json_str(id),
             call.created,
             json_str(&call.model),
         );
-        let tail = format!(r#"","index":0,"logprobs":null,"finish_reason":null}}]{usage_null}}}"#) + "\n\n";
+        let tail = format!(r#"","index":0,"logprobs":null,"finish_reason":null}}]{usage_null}}}"#)
+            + "\n\n";
         let finish_chunk = format!(
             r#"{head}","index":0,"logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#
         ) + "\n\n";

@@ -27,7 +27,11 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
     let base64 = call.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let inputs = embedding_inputs(call.body);
 
-    let per_input = if base64 { dimensions * 6 } else { dimensions * 12 } + 64;
+    let per_input = if base64 {
+        dimensions * 6
+    } else {
+        dimensions * 12
+    } + 64;
     let mut out = String::with_capacity(per_input * inputs.len() + 256);
     out.push_str(r#"{"object":"list","data":["#);
     let mut vector = Vec::with_capacity(dimensions);
@@ -35,7 +39,10 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
         if index > 0 {
             out.push(',');
         }
-        let _ = write!(out, r#"{{"object":"embedding","index":{index},"embedding":"#);
+        let _ = write!(
+            out,
+            r#"{{"object":"embedding","index":{index},"embedding":"#
+        );
         fill_vector(&mut vector, seed(input), dimensions);
         if base64 {
             out.push('"');

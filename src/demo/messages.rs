@@ -15,7 +15,11 @@ use super::tokens::{answer_text, word};
 /// Answers an Anthropic Messages request.
 pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
     let id = format!("msg_demo{:016x}", call.serial);
-    let stop_reason = if call.truncated { "max_tokens" } else { "end_turn" };
+    let stop_reason = if call.truncated {
+        "max_tokens"
+    } else {
+        "end_turn"
+    };
     if call.stream {
         let script = MessagesScript {
             id,

@@ -32,7 +32,11 @@ impl Shape {
             item_id: format!("msg_demo{:016x}", call.serial),
             created: call.created,
             model: call.model.clone(),
-            instructions: call.body.get("instructions").cloned().unwrap_or(Value::Null),
+            instructions: call
+                .body
+                .get("instructions")
+                .cloned()
+                .unwrap_or(Value::Null),
             max_output_tokens: call
                 .body
                 .get("max_output_tokens")

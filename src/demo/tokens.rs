@@ -67,9 +67,13 @@ fn number_as_u64(value: &Value) -> Option<u64> {
         return Some(0);
     }
     // `as` saturates; NaN and negatives are excluded first.
-    value
-        .as_f64()
-        .map(|f| if f.is_finite() && f > 0.0 { f as u64 } else { 0 })
+    value.as_f64().map(|f| {
+        if f.is_finite() && f > 0.0 {
+            f as u64
+        } else {
+            0
+        }
+    })
 }
 
 /// Completion tokens of a request: its limit if given, else 16, clamped to `1..=100_000`.
@@ -196,7 +200,10 @@ mod tests {
         assert_eq!(completion_tokens(&json!({"max_tokens": -3})), 1);
         assert_eq!(completion_tokens(&json!({"max_tokens": 2.9})), 2);
         assert_eq!(completion_tokens(&json!({"max_tokens": "x"})), 16);
-        assert_eq!(completion_tokens(&json!({"max_tokens": 10_000_000})), 100_000);
+        assert_eq!(
+            completion_tokens(&json!({"max_tokens": 10_000_000})),
+            100_000
+        );
         assert!(truncated(&json!({"max_tokens": 5})));
         assert!(!truncated(&json!({"max_tokens": 16})));
         assert!(!truncated(&json!({})));

@@ -141,8 +141,9 @@ mod tests {
     #[test]
     fn prompt_of_a_chat_request() {
         let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"hello world"},{"role":"user","content":[{"type":"text","text":"hello world"}]}]}"#;
-        // 2 + 2 tokens of text, 3 per message, 3 for the reply.
-        assert_eq!(prompt_tokens(body, Dialect::Chat, "gpt-4o"), Some(4 + 6 + 3));
+        // The two texts, 3 per message, 3 for the reply.
+        let text = text_tokens("hello world\nhello world", "gpt-4o");
+        assert_eq!(prompt_tokens(body, Dialect::Chat, "gpt-4o"), Some(text + 6 + 3));
         assert_eq!(prompt_tokens(br#"{"input":[[1,2,3],[4]]}"#, Dialect::Embeddings, "x"), Some(4));
         assert_eq!(prompt_tokens(b"not json", Dialect::Chat, "x"), None);
         assert_eq!(prompt_tokens(br#"{"model":"x"}"#, Dialect::Chat, "x"), None);

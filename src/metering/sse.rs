@@ -48,18 +48,26 @@ impl SseParser {
 
     /// Feeds one chunk, calling `on_event` for every event it completes.
     pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if chunk.is_empty() {
+            return;
+        }
         let chunk_start = self.offset;
         self.offset += chunk.len() as u64;
         let mut pos = chunk_start;
         if self.after_cr {
+            // The previous chunk ended in `\r`; its line waits in `partial_line` until we know
+            // whether this chunk's first byte completes a CRLF.
             self.after_cr = false;
+            let mut line_end = pos;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
                 pos += 1;
-                if self.block_start == pos - 1 {
-                    self.block_start = pos;
-                }
+                line_end += 1;
             }
+            let line = std::mem::take(&mut self.partial_line);
+            self.line(&line, line_end, on_event);
+            self.partial_line = line;
+            self.partial_line.clear();
         }
         while let Some(i) = memchr2(b'\n', b'\r', chunk) {
             let terminator = chunk[i];
@@ -72,7 +80,11 @@ impl SseParser {
                         line_end += 1;
                     }
                     Some(_) => {}
-                    None => self.after_cr = true,
+                    None => {
+                        self.partial_line.extend_from_slice(&chunk[..i]);
+                        self.after_cr = true;
+                        return;
+                    }
                 }
             }
             if self.partial_line.is_empty() {
@@ -93,7 +105,8 @@ impl SseParser {
     /// The stream ended. An event left without its closing blank line is still dispatched:
     /// browsers drop it, but a meter must not lose a final usage event to a missing newline.
     pub fn finish(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
-        if !self.partial_line.is_empty() {
+        if !self.partial_line.is_empty() || self.after_cr {
+            self.after_cr = false;
             let line = std::mem::take(&mut self.partial_line);
             self.line(&line, self.offset, on_event);
         }

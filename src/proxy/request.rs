@@ -9,14 +9,19 @@ use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
 struct Peek<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     model: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     stream: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     stream_options: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     user: Option<&'a RawValue>,
+}
+
+/// Keeps a present `null` as `Some("null")`: `stream_options: null` must be told from absent.
+fn raw<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(de).map(Some)
 }
 
 /// What a request body says, as far as tokentap cares.

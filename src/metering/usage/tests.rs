@@ -59,7 +59,7 @@ fn openrouter_cache_write_tokens() {
 fn hidden_thinking_becomes_reasoning() {
     let n = norm(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40}), UsageFamily::OpenAi).expect("valid");
     assert!(n.inconsistent);
-    assert_eq!((n.usage.completion_tokens, n.usage.reasoning_tokens, n.usage.total_tokens), (35, 30, 40));
+    assert_eq!((n.usage.completion_tokens, n.usage.reasoning_tokens, n.usage.total_tokens), (30, 25, 40));
     let n = norm(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40, "completion_tokens_details": {"reasoning_tokens": 2}}), UsageFamily::OpenAi).expect("valid");
     assert!(n.inconsistent, "stated reasoning: counted as inconsistent, left as stated");
     assert_eq!(n.usage.completion_tokens, 5);
