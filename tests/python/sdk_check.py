@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Drives tokentap with the official OpenAI Python SDK and checks what the SDK sees.
+
+Usage: python3 tests/python/sdk_check.py BASE_URL   (e.g. http://127.0.0.1:8787/v1)
+
+Run by tests/sdk.rs against tokentap in front of the demo upstream. Prints one JSON line on
+stdout and exits 0 when every check holds; prints the reason on stderr and exits 1 otherwise.
+"""
+
+import json
+import sys
+
+MAX_TOKENS = 5
+MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "user", "content": "say hello to the proxy"}]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def non_streamed_chat(client):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS
+    )
+    check(completion.usage is not None, "(a) non-streamed chat: no usage")
+    check(
+        completion.usage.completion_tokens == MAX_TOKENS,
+        f"(a) non-streamed chat: completion_tokens {completion.usage.completion_tokens}, "
+        f"expected {MAX_TOKENS}",
+    )
+    check(len(completion.choices) >= 1, "(a) non-streamed chat: no choices")
+
+
+def streamed_chat_without_usage(client):
+    text = []
+    count = 0
+    for chunk in client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True
+    ):
+        count += 1
+        check(
+            chunk.usage is None,
+            f"(b) stream without stream_options: chunk {count} carries usage {chunk.usage!r}",
+        )
+        check(
+            len(chunk.choices) > 0,
+            f"(b) stream without stream_options: chunk {count} has empty choices "
+            "(a usage-only chunk the client did not ask for)",
+        )
+        for choice in chunk.choices:
+            if choice.delta is not None and choice.delta.content:
+                text.append(choice.delta.content)
+    check(count > 0, "(b) stream without stream_options: no chunks")
+    joined = "".join(text)
+    check(joined.strip() != "", "(b) stream without stream_options: no text in the deltas")
+    return joined
+
+
+def streamed_chat_with_usage(client):
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            max_tokens=MAX_TOKENS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    check(len(chunks) > 0, "(c) stream with include_usage: no chunks")
+    usage_only = [i for i, c in enumerate(chunks) if len(c.choices) == 0]
+    check(
+        len(usage_only) == 1,
+        f"(c) stream with include_usage: {len(usage_only)} chunks with empty choices, expected 1",
+    )
+    check(
+        usage_only[0] == len(chunks) - 1,
+        f"(c) stream with include_usage: the usage chunk is chunk {usage_only[0] + 1} "
+        f"of {len(chunks)}, expected the last",
+    )
+    final = chunks[-1]
+    check(final.usage is not None, "(c) stream with include_usage: final chunk has no usage")
+    check(
+        final.usage.completion_tokens == MAX_TOKENS,
+        f"(c) stream with include_usage: completion_tokens {final.usage.completion_tokens}, "
+        f"expected {MAX_TOKENS}",
+    )
+
+
+def embeddings(client):
+    result = client.embeddings.create(model="text-embedding-3-small", input="hello world")
+    check(len(result.data) == 1, f"(d) embeddings: {len(result.data)} vectors, expected 1")
+    check(len(result.data[0].embedding) > 0, "(d) embeddings: empty vector")
+
+
+def responses(client):
+    response = client.responses.create(model=MODEL, input="hi", max_output_tokens=4)
+    check(response.usage is not None, "(e) responses: no usage")
+    check(
+        response.usage.output_tokens == 4,
+        f"(e) responses: output_tokens {response.usage.output_tokens}, expected 4",
+    )
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: sdk_check.py BASE_URL", file=sys.stderr)
+        return 2
+    try:
+        from openai import OpenAI
+    except ImportError as err:
+        print(f"the openai package is not installed: {err}", file=sys.stderr)
+        return 1
+
+    client = OpenAI(base_url=argv[1], api_key="sk-sdk-test", max_retries=0, timeout=30)
+    try:
+        non_streamed_chat(client)
+        stream_text = streamed_chat_without_usage(client)
+        streamed_chat_with_usage(client)
+        embeddings(client)
+        responses(client)
+    except CheckFailed as err:
+        print(f"sdk_check: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # an SDK or connection error is a failed check too
+        print(f"sdk_check: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"ok": True, "stream_text": stream_text, "calls": 5}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
