@@ -141,31 +141,44 @@ impl Body for MeteredBody {
                         Ok(data) => data,
                         Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                     };
+                    // With a Content-Length the last frame may come without a final `None`:
+                    // the body is complete now, whatever the client does next.
+                    let ended = this.inner.as_ref().is_some_and(Body::is_end_stream);
                     let now = Instant::now();
                     this.last_frame = now;
                     this.response_bytes += data.len() as u64;
                     if let Some(in_flight) = &this.in_flight {
                         in_flight.progress(data.len() as u64);
                     }
-                    let Some(meter) = this.meter.as_mut() else {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    };
-                    meter.feed(&data, now);
-                    if !meter.strips() {
-                        if let (Some(in_flight), Some(at)) = (&this.in_flight, meter.measurement().first_content_at) {
-                            in_flight.first_content(at);
+                    let direct = match this.meter.as_mut() {
+                        None => Some(data),
+                        Some(meter) => {
+                            meter.feed(&data, now);
+                            if !meter.strips() {
+                                if let (Some(in_flight), Some(at)) = (&this.in_flight, meter.measurement().first_content_at) {
+                                    in_flight.first_content(at);
+                                }
+                                Some(data)
+                            } else if this.held.is_empty() && !meter.has_cuts() && meter.settled_offset() == this.held_start + data.len() as u64 {
+                                // The usual case: the chunk is whole events and none is cut.
+                                this.held_start += data.len() as u64;
+                                Some(data)
+                            } else {
+                                let settled = meter.settled_offset();
+                                let cuts = meter.take_cuts();
+                                this.held.push_back(data);
+                                this.release(settled, &cuts);
+                                None
+                            }
                         }
+                    };
+                    if ended {
+                        this.release_all(&[]);
+                        this.finish(BodyEnd::Complete);
+                    }
+                    if let Some(data) = direct {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    if this.held.is_empty() && !meter.has_cuts() && meter.settled_offset() == this.held_start + data.len() as u64 {
-                        // The usual case: the chunk is whole events and none is cut.
-                        this.held_start += data.len() as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    let settled = meter.settled_offset();
-                    let cuts = meter.take_cuts();
-                    this.held.push_back(data);
-                    this.release(settled, &cuts);
                 }
                 Poll::Ready(Some(Err(err))) => {
                     let timed_out = err.is_timeout();
