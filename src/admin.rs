@@ -16,7 +16,9 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
     let query = req.uri().query().unwrap_or("").to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") if app.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        (&Method::GET, "/readyz") if app.is_draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining")
+        }
         (&Method::GET, "/readyz") => text(StatusCode::OK, "ok"),
         _ if !authorized(&app, &req) => {
             let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
@@ -25,7 +27,10 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-        (&Method::GET, "/api/active") => json(StatusCode::OK, &serde_json::json!({ "active": app.tracker().active() })),
+        (&Method::GET, "/api/active") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "active": app.tracker().active() }),
+        ),
         (&Method::GET, "/api/requests") => list_requests(&app, &query),
         (&Method::GET, p) if p.starts_with("/api/requests/") => {
             let id = &p["/api/requests/".len()..];
@@ -41,8 +46,10 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
 }
 
 fn known_route(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/api/active" | "/api/requests" | "/api/counts")
-        || path.starts_with("/api/requests/")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/api/active" | "/api/requests" | "/api/counts"
+    ) || path.starts_with("/api/requests/")
 }
 
 fn list_requests(app: &App, query: &str) -> Response<AdminBody> {
@@ -56,7 +63,14 @@ fn list_requests(app: &App, query: &str) -> Response<AdminBody> {
             ("limit" | "offset", _) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!("`{key}` must be a whole number{}", if key == "limit" { " from 1 to 10000" } else { "" }),
+                    &format!(
+                        "`{key}` must be a whole number{}",
+                        if key == "limit" {
+                            " from 1 to 10000"
+                        } else {
+                            ""
+                        }
+                    ),
                 );
             }
             _ => {}
@@ -91,7 +105,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -133,9 +150,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn text(status: StatusCode, body: &'static str) -> Response<AdminBody> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -144,12 +162,16 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Ad
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot serialise: {err}")),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot serialise: {err}"),
+        ),
     }
 }
 
@@ -157,9 +179,10 @@ pub fn error(status: StatusCode, message: &str) -> Response<AdminBody> {
     let body = serde_json::json!({"error": {"message": message, "type": "admin_error", "code": status.as_u16()}});
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -169,7 +192,14 @@ mod tests {
 
     #[test]
     fn decodes_queries_and_compares_tokens() {
-        assert_eq!(form_pairs("a=1&b=x%20y+z&c"), vec![("a".into(), "1".into()), ("b".into(), "x y z".into()), ("c".into(), String::new())]);
+        assert_eq!(
+            form_pairs("a=1&b=x%20y+z&c"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y z".into()),
+                ("c".into(), String::new())
+            ]
+        );
         assert_eq!(percent_decode("100%"), "100%");
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));

@@ -33,13 +33,20 @@ struct Inner {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot build the HTTP client for provider `{provider}`: {source}")]
-    Client { provider: String, source: reqwest::Error },
+    Client {
+        provider: String,
+        source: reqwest::Error,
+    },
     #[error("no provider configured")]
     NoProvider,
     #[error("cannot start the recorder thread: {0}")]
     Recorder(std::io::Error),
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl App {
@@ -53,8 +60,14 @@ impl App {
                 .pool_idle_timeout(std::time::Duration::from_secs(90))
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|source| StartError::Client { provider: config.name.clone(), source })?;
-            upstreams.push(Upstream { config: config.clone(), client });
+                .map_err(|source| StartError::Client {
+                    provider: config.name.clone(),
+                    source,
+                })?;
+            upstreams.push(Upstream {
+                config: config.clone(),
+                client,
+            });
         }
         if upstreams.is_empty() {
             return Err(StartError::NoProvider);

@@ -59,7 +59,12 @@ pub struct Cli {
     pub max_header_bytes: Option<ByteSize>,
 
     /// Bearer token required by every admin route except /healthz and /readyz.
-    #[arg(long, env = "TOKENTAP_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOKENTAP_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     /// Allow a non-loopback admin listener without an admin token.

@@ -103,9 +103,10 @@ impl Settings {
         file: FileConfig,
         env: EnvSource<'_>,
     ) -> Result<Settings, ConfigError> {
-        let dur = |flag: Option<humantime::Duration>, file: Option<humantime::Duration>, default| {
-            flag.or(file).map(Duration::from).unwrap_or(default)
-        };
+        let dur =
+            |flag: Option<humantime::Duration>, file: Option<humantime::Duration>, default| {
+                flag.or(file).map(Duration::from).unwrap_or(default)
+            };
         let settings = Settings {
             listen: cli
                 .listen

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         eprintln!("tokentap: config error: {err}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("tokentap: cannot start the runtime: {err}");
@@ -55,7 +58,12 @@ async fn serve(settings: &mut Settings) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot bind --listen {}: {err}", settings.listen))?;
     let admin = TcpListener::bind(settings.admin_listen)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot bind --admin-listen {}: {err}", settings.admin_listen))?;
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot bind --admin-listen {}: {err}",
+                settings.admin_listen
+            )
+        })?;
     tracing::info!(
         listen = %proxy.local_addr()?,
         admin = %admin.local_addr()?,

@@ -15,22 +15,28 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-pub use attribution::fingerprint;
 use attribution::attribute;
+pub use attribution::fingerprint;
 use headers::{header_bytes, strip_hop_by_hop, upstream_request_headers};
 
 use crate::app::{App, Upstream};
 use crate::config::AuthHeader;
 use crate::error::ProxyError;
 use crate::metering::body::error_chain;
-use crate::metering::{Dialect, MeteredBody, Meter};
+use crate::metering::{Dialect, Meter, MeteredBody};
 use crate::record::{Endpoint, Outcome};
 use crate::tracker::{InFlight, RequestStart};
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
 
 /// Headers a provider uses for its own request id, most common first.
-const REQUEST_ID_HEADERS: &[&str] = &["x-request-id", "request-id", "apim-request-id", "x-amzn-requestid", "cf-ray"];
+const REQUEST_ID_HEADERS: &[&str] = &[
+    "x-request-id",
+    "request-id",
+    "apim-request-id",
+    "x-amzn-requestid",
+    "cf-ray",
+];
 
 pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
@@ -43,9 +49,13 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
 
     // Checks that need no body.
     let early = if header_bytes(&parts.headers) > settings.max_header_bytes {
-        Some(ProxyError::HeadersTooLarge { limit: settings.max_header_bytes })
+        Some(ProxyError::HeadersTooLarge {
+            limit: settings.max_header_bytes,
+        })
     } else if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
-        Some(ProxyError::BodyTooLarge { limit: settings.max_body })
+        Some(ProxyError::BodyTooLarge {
+            limit: settings.max_body,
+        })
     } else if app.is_draining() {
         Some(ProxyError::ShuttingDown)
     } else {
@@ -56,16 +66,38 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     // A metered request's JSON is read whole (bounded by --max-body): routing and usage
     // injection need it. Any other body streams straight through.
     let (body_bytes, streaming_body) = match early {
-        Some(err) => return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err),
-        None if metered => match Limited::new(body, usize::try_from(settings.max_body).unwrap_or(usize::MAX)).collect().await {
+        Some(err) => {
+            return answer_early(
+                &app,
+                endpoint,
+                header_provider.as_deref(),
+                &parts.headers,
+                err,
+            );
+        }
+        None if metered => match Limited::new(
+            body,
+            usize::try_from(settings.max_body).unwrap_or(usize::MAX),
+        )
+        .collect()
+        .await
+        {
             Ok(collected) => (Some(collected.to_bytes()), None),
             Err(err) => {
                 let err = if err.is::<http_body_util::LengthLimitError>() {
-                    ProxyError::BodyTooLarge { limit: settings.max_body }
+                    ProxyError::BodyTooLarge {
+                        limit: settings.max_body,
+                    }
                 } else {
                     ProxyError::BodyRead(error_chain(err.as_ref()))
                 };
-                return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err);
+                return answer_early(
+                    &app,
+                    endpoint,
+                    header_provider.as_deref(),
+                    &parts.headers,
+                    err,
+                );
             }
         },
         None => (None, Some(body)),
@@ -74,7 +106,15 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     let model = facts.as_ref().and_then(|f| f.model.as_deref());
     let route = match route::choose(app.provider_configs(), header_provider.as_deref(), model) {
         Ok(route) => route,
-        Err(err) => return answer_early(&app, endpoint, header_provider.as_deref(), &parts.headers, err),
+        Err(err) => {
+            return answer_early(
+                &app,
+                endpoint,
+                header_provider.as_deref(),
+                &parts.headers,
+                err,
+            );
+        }
     };
     let upstream = app.upstream(route.provider);
     let dialect = if metered { Dialect::of(endpoint) } else { None };
@@ -82,15 +122,21 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     let add_usage = stream
         && matches!(dialect, Some(Dialect::Chat | Dialect::Completions))
         && upstream.config.include_usage
-        && facts.as_ref().is_some_and(|f| !f.include_usage && f.can_add_include_usage());
+        && facts
+            .as_ref()
+            .is_some_and(|f| !f.include_usage && f.can_add_include_usage());
     let rewritten = match (&facts, &body_bytes) {
         (Some(f), Some(bytes)) => f.rewrite(bytes, route.stripped_model, add_usage),
         _ => None,
     };
-    let who = attribute(&parts.headers, facts.as_ref().and_then(|f| f.user.as_deref()));
-    let request_bytes = body_bytes
-        .as_ref()
-        .map_or_else(|| content_length(&parts.headers).unwrap_or(0), |b| b.len() as u64);
+    let who = attribute(
+        &parts.headers,
+        facts.as_ref().and_then(|f| f.user.as_deref()),
+    );
+    let request_bytes = body_bytes.as_ref().map_or_else(
+        || content_length(&parts.headers).unwrap_or(0),
+        |b| b.len() as u64,
+    );
     let start = RequestStart {
         id: new_request_id(),
         provider: upstream.config.name.clone(),
@@ -108,9 +154,10 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     let outgoing = rewritten.clone().or(body_bytes);
     let upstream_body = match (outgoing, streaming_body) {
         (Some(bytes), _) => reqwest::Body::from(bytes),
-        (None, Some(body)) => {
-            reqwest::Body::wrap(Limited::new(body, usize::try_from(settings.max_body).unwrap_or(usize::MAX)))
-        }
+        (None, Some(body)) => reqwest::Body::wrap(Limited::new(
+            body,
+            usize::try_from(settings.max_body).unwrap_or(usize::MAX),
+        )),
         (None, None) => reqwest::Body::from(Bytes::new()),
     };
     let mut headers = upstream_request_headers(&parts.headers, client.ip(), rewritten.is_some());
@@ -168,8 +215,15 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
-        let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            });
+        let encoding = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         Meter::new(dialect, sse, encoding, add_usage && status.is_success())
     });
     if meter.as_ref().is_some_and(Meter::strips) {
@@ -182,17 +236,34 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     Response::from_parts(parts, Either::Left(body))
 }
 
-fn answer_upstream_failure(in_flight: InFlight, upstream: &Upstream, err: &reqwest::Error, sent: Instant) -> Response<ProxyBody> {
+fn answer_upstream_failure(
+    in_flight: InFlight,
+    upstream: &Upstream,
+    err: &reqwest::Error,
+    sent: Instant,
+) -> Response<ProxyBody> {
     let provider = upstream.config.name.clone();
     let detail = error_chain(err);
     let (err, outcome) = if chain_has::<http_body_util::LengthLimitError>(err) {
         (ProxyError::BodyTooLarge { limit: 0 }, Outcome::ClientError)
     } else if err.is_timeout() {
-        (ProxyError::UpstreamTimeout { provider, after_ms: sent.elapsed().as_millis() }, Outcome::Timeout)
+        (
+            ProxyError::UpstreamTimeout {
+                provider,
+                after_ms: sent.elapsed().as_millis(),
+            },
+            Outcome::Timeout,
+        )
     } else if err.is_connect() {
-        (ProxyError::UpstreamUnreachable { provider, detail }, Outcome::UpstreamError)
+        (
+            ProxyError::UpstreamUnreachable { provider, detail },
+            Outcome::UpstreamError,
+        )
     } else {
-        (ProxyError::UpstreamFailed { provider, detail }, Outcome::UpstreamError)
+        (
+            ProxyError::UpstreamFailed { provider, detail },
+            Outcome::UpstreamError,
+        )
     };
     in_flight.fail(outcome, err.status().as_u16(), err.to_string());
     error_response(err)
@@ -222,7 +293,11 @@ fn answer_early(
     err: ProxyError,
 ) -> Response<ProxyBody> {
     let provider = header_provider
-        .and_then(|name| app.provider_configs().iter().find(|p| p.name == name.trim()))
+        .and_then(|name| {
+            app.provider_configs()
+                .iter()
+                .find(|p| p.name == name.trim())
+        })
         .or_else(|| app.provider_configs().first())
         .map(|p| p.name.clone())
         .unwrap_or_default();
@@ -243,14 +318,26 @@ fn answer_early(
         ProxyError::ShuttingDown | ProxyError::Internal(_) => Outcome::ProxyError,
         _ => Outcome::ClientError,
     };
-    InFlight::start(app.tracker(), start, None, None).fail(outcome, err.status().as_u16(), err.to_string());
+    InFlight::start(app.tracker(), start, None, None).fail(
+        outcome,
+        err.status().as_u16(),
+        err.to_string(),
+    );
     let mut response: Response<Full<Bytes>> = err.into_response();
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response.map(Either::Right)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A time-ordered unique id (UUID v7), so ids sort by start time.

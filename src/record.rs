@@ -129,7 +129,10 @@ mod tests {
     #[test]
     fn endpoints_by_suffix() {
         assert_eq!(Endpoint::of_path("/v1/chat/completions"), Endpoint::Chat);
-        assert_eq!(Endpoint::of_path("/openai/deployments/x/chat/completions"), Endpoint::Chat);
+        assert_eq!(
+            Endpoint::of_path("/openai/deployments/x/chat/completions"),
+            Endpoint::Chat
+        );
         assert_eq!(Endpoint::of_path("/v1/completions"), Endpoint::Completions);
         assert_eq!(Endpoint::of_path("/v1/embeddings/"), Endpoint::Embeddings);
         assert_eq!(Endpoint::of_path("/v1/responses"), Endpoint::Responses);

@@ -29,8 +29,18 @@ pub struct Listeners {
 pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = ()>) {
     let stop_proxy = CancellationToken::new();
     let stop_admin = CancellationToken::new();
-    let mut proxy = tokio::spawn(accept_loop(listeners.proxy, app.clone(), stop_proxy.clone(), Role::Proxy));
-    let mut admin = tokio::spawn(accept_loop(listeners.admin, app.clone(), stop_admin.clone(), Role::Admin));
+    let mut proxy = tokio::spawn(accept_loop(
+        listeners.proxy,
+        app.clone(),
+        stop_proxy.clone(),
+        Role::Proxy,
+    ));
+    let mut admin = tokio::spawn(accept_loop(
+        listeners.admin,
+        app.clone(),
+        stop_admin.clone(),
+        Role::Admin,
+    ));
     tokio::select! {
         _ = &mut proxy => {}
         _ = &mut admin => {}
@@ -48,7 +58,10 @@ pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = 
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX), "drain timeout reached; cutting remaining requests");
+        tracing::warn!(
+            timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
+            "drain timeout reached; cutting remaining requests"
+        );
         proxy.abort();
     }
     stop_admin.cancel();
@@ -74,7 +87,9 @@ async fn accept_loop(listener: TcpListener, app: App, stop: CancellationToken, r
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX),
+        );
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -116,7 +131,10 @@ async fn accept_loop(listener: TcpListener, app: App, stop: CancellationToken, r
     graceful.shutdown().await;
 }
 
-async fn log_connection_error<E: std::fmt::Display>(conn: impl Future<Output = Result<(), E>>, peer: SocketAddr) {
+async fn log_connection_error<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    peer: SocketAddr,
+) {
     if let Err(err) = conn.await {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
     }

@@ -7,7 +7,9 @@ use crate::cli::LogFormat;
 /// Installs the global subscriber. Fails only when the filter does not parse.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|err| format!("log_level: `{level}`: {err}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -81,7 +81,12 @@ impl Tracker {
 
     /// Snapshots of the requests in flight, oldest first.
     pub fn active(&self) -> Vec<Record> {
-        let mut entries: Vec<Arc<Active>> = self.0.active.iter().map(|e| Arc::clone(e.value())).collect();
+        let mut entries: Vec<Arc<Active>> = self
+            .0
+            .active
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
         entries.sort_by_key(|a| a.seq);
         entries.iter().map(|a| a.snapshot()).collect()
     }
@@ -92,7 +97,13 @@ impl Tracker {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Record>> {
-        self.0.completed.read().iter().rev().find(|r| r.id == id).cloned()
+        self.0
+            .completed
+            .read()
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .cloned()
     }
 
     fn next_seq(&self) -> u64 {
@@ -108,7 +119,10 @@ impl Tracker {
         let seq = finished.active.seq;
         match self.0.queue.try_send(finished) {
             Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(_) | std::sync::mpsc::TrySendError::Disconnected(_)) => {
+            Err(
+                std::sync::mpsc::TrySendError::Full(_)
+                | std::sync::mpsc::TrySendError::Disconnected(_),
+            ) => {
                 // Never stall a stream for bookkeeping: count the loss instead.
                 self.0.active.remove(&seq);
                 self.0.dropped.fetch_add(1, Ordering::AcqRel);

@@ -22,13 +22,26 @@ async fn every_case_is_forwarded_byte_exact_and_metered() {
     assert!(names.len() >= 21);
     for name in names {
         let body = std::fs::read(dir.join(&name)).unwrap();
-        let expect: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.expect.json"))).unwrap()).unwrap();
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.expect.json"))).unwrap(),
+        )
+        .unwrap();
         let status = expect["http_status"].as_u64().unwrap_or(400) as u16;
         let sse = name.ends_with(".sse");
         let served = body.clone();
         let upstream = Upstream::start(handler(move |_req| {
             let served = served.clone();
-            async move { full(status, if sse { "text/event-stream" } else { "application/json" }, served) }
+            async move {
+                full(
+                    status,
+                    if sse {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                    served,
+                )
+            }
         }))
         .await;
         let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
@@ -46,11 +59,28 @@ async fn every_case_is_forwarded_byte_exact_and_metered() {
             "stream_options": if sse && path != "/v1/responses" { serde_json::json!({"include_usage": true}) } else { Value::Null },
             "messages": [{"role": "user", "content": "hello there"}],
         });
-        let response = proxy.client.post(proxy.url(path)).body(request.to_string()).send().await.unwrap();
+        let response = proxy
+            .client
+            .post(proxy.url(path))
+            .body(request.to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), status, "{name}");
-        assert_eq!(response.bytes().await.unwrap(), body, "{name}: bytes changed");
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            body,
+            "{name}: bytes changed"
+        );
         let record = proxy.only_record().await;
-        let keys = ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cache_creation_tokens"];
+        let keys = [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "cache_creation_tokens",
+        ];
         let stated = keys.iter().any(|k| !expect["usage"][k].is_null());
         if stated {
             assert_eq!(record["usage_source"], "upstream", "{name}");
@@ -58,11 +88,22 @@ async fn every_case_is_forwarded_byte_exact_and_metered() {
             assert_eq!(usage_of(&record), want, "{name}");
             assert!(record["raw_usage"].is_object(), "{name}");
         } else {
-            assert_ne!(record["usage_source"], "upstream", "{name}: no usage was stated");
+            assert_ne!(
+                record["usage_source"], "upstream",
+                "{name}: no usage was stated"
+            );
             assert!(record["raw_usage"].is_null());
         }
-        let expected_outcome = if status >= 400 || name.contains("error") { "client_error|upstream_error" } else { "ok" };
-        assert!(expected_outcome.split('|').any(|o| record["outcome"] == o), "{name}: {}", record["outcome"]);
+        let expected_outcome = if status >= 400 || name.contains("error") {
+            "client_error|upstream_error"
+        } else {
+            "ok"
+        };
+        assert!(
+            expected_outcome.split('|').any(|o| record["outcome"] == o),
+            "{name}: {}",
+            record["outcome"]
+        );
         assert_eq!(record["response_bytes"], body.len() as u64, "{name}");
         if let Some(model) = expect["model"].as_str() {
             assert_eq!(record["response_model"], model, "{name}");

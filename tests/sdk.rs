@@ -21,14 +21,21 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
         .expect("python3 must be installed (.ci/run installs it with the openai package)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDK check failed (is `openai` installed? pip install openai)\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        output.status.success(),
+        "SDK check failed (is `openai` installed? pip install openai)\nstdout: {stdout}\nstderr: {stderr}"
+    );
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 5, "{records:#?}");
     for record in &records {
         assert_eq!(record["outcome"], "ok", "{record:#}");
         assert_eq!(record["usage_source"], "upstream", "{record:#}");
         assert!(record["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-        assert!(!serde_json::to_string(record).unwrap().contains("sk-sdk-test"));
+        assert!(
+            !serde_json::to_string(record)
+                .unwrap()
+                .contains("sk-sdk-test")
+        );
     }
     let streamed: Vec<_> = records.iter().filter(|r| r["stream"] == true).collect();
     assert_eq!(streamed.len(), 2);

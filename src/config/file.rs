@@ -79,7 +79,12 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<FileConfig, (usize, String)> {
         toml::from_str(text).map_err(|err| {
             let line = err.span().map_or(1, |span| line_of(text, span.start));
-            let message = err.message().lines().next().unwrap_or("invalid TOML").to_owned();
+            let message = err
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_owned();
             (line, message)
         })
     }
@@ -89,5 +94,9 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<humantime::Durati
     let text = String::deserialize(de)?;
     text.parse::<humantime::Duration>()
         .map(Some)
-        .map_err(|err| serde::de::Error::custom(format!("`{text}` is not a duration ({err}); use e.g. 500ms, 30s, 5m")))
+        .map_err(|err| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({err}); use e.g. 500ms, 30s, 5m"
+            ))
+        })
 }

@@ -70,7 +70,10 @@ pub(super) fn build_all(
     let mut providers = Vec::with_capacity(entries.len() + 1);
     for (i, entry) in entries.iter().enumerate() {
         let provider = build(entry, &format!("providers[{i}]"), env)?;
-        if providers.iter().any(|p: &ProviderConfig| p.name == provider.name) {
+        if providers
+            .iter()
+            .any(|p: &ProviderConfig| p.name == provider.name)
+        {
             return Err(ConfigError::invalid(
                 format!("providers[{i}].name"),
                 format!("`{}` is used by another provider", provider.name),
@@ -98,12 +101,19 @@ pub(super) fn point_default_at(
             provider.base_url = base_url;
             providers.insert(0, provider);
         }
-        None => providers.insert(0, ProviderConfig::plain(DEFAULT_PROVIDER, &base_url, "demo")?),
+        None => providers.insert(
+            0,
+            ProviderConfig::plain(DEFAULT_PROVIDER, &base_url, "demo")?,
+        ),
     }
     Ok(())
 }
 
-fn build(entry: &ProviderFile, at: &str, env: EnvSource<'_>) -> Result<ProviderConfig, ConfigError> {
+fn build(
+    entry: &ProviderFile,
+    at: &str,
+    env: EnvSource<'_>,
+) -> Result<ProviderConfig, ConfigError> {
     let name = entry
         .name
         .as_deref()
@@ -136,7 +146,12 @@ fn build(entry: &ProviderFile, at: &str, env: EnvSource<'_>) -> Result<ProviderC
         .map_err(|err| ConfigError::invalid(format!("{at}.models"), err.to_string()))?;
     provider.models = entry.models.clone();
 
-    let header = match entry.auth_header.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let header = match entry
+        .auth_header
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("authorization") => AuthHeader::Authorization,
         Some("x-api-key") => AuthHeader::XApiKey,
         Some(other) => {
@@ -166,11 +181,17 @@ fn build(entry: &ProviderFile, at: &str, env: EnvSource<'_>) -> Result<ProviderC
         ),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|err| {
-                ConfigError::invalid(format!("{at}.api_key_file"), format!("cannot read {path}: {err}"))
+                ConfigError::invalid(
+                    format!("{at}.api_key_file"),
+                    format!("cannot read {path}: {err}"),
+                )
             })?;
             let key = text.trim().to_owned();
             if key.is_empty() {
-                return Err(ConfigError::invalid(format!("{at}.api_key_file"), format!("{path} is empty")));
+                return Err(ConfigError::invalid(
+                    format!("{at}.api_key_file"),
+                    format!("{path} is empty"),
+                ));
             }
             Some(key)
         }
@@ -182,7 +203,10 @@ fn build(entry: &ProviderFile, at: &str, env: EnvSource<'_>) -> Result<ProviderC
             AuthHeader::XApiKey => key,
         };
         let mut value = HeaderValue::from_str(&text).map_err(|_| {
-            ConfigError::invalid(format!("{at}.api_key"), "the key holds characters a header cannot carry")
+            ConfigError::invalid(
+                format!("{at}.api_key"),
+                "the key holds characters a header cannot carry",
+            )
         })?;
         value.set_sensitive(true);
         provider.credential = Some(Credential { header, value });
@@ -190,7 +214,10 @@ fn build(entry: &ProviderFile, at: &str, env: EnvSource<'_>) -> Result<ProviderC
 
     for (key, value) in &entry.headers {
         let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
-            ConfigError::invalid(format!("{at}.headers"), format!("`{key}` is not a header name"))
+            ConfigError::invalid(
+                format!("{at}.headers"),
+                format!("`{key}` is not a header name"),
+            )
         })?;
         let value = HeaderValue::from_str(value).map_err(|_| {
             ConfigError::invalid(format!("{at}.headers.{key}"), "is not a valid header value")

@@ -11,9 +11,7 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
         let n: u64 = digits
             .parse()
@@ -26,7 +24,11 @@ impl FromStr for ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB, kB, MB or GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use KiB, MiB, GiB, kB, MB or GB)"
+                ));
+            }
         };
         n.checked_mul(multiplier)
             .map(ByteSize)

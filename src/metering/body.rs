@@ -41,7 +41,12 @@ pub struct MeteredBody {
 }
 
 impl MeteredBody {
-    pub fn new(inner: UpstreamBody, meter: Option<Meter>, in_flight: InFlight, idle: Duration) -> MeteredBody {
+    pub fn new(
+        inner: UpstreamBody,
+        meter: Option<Meter>,
+        in_flight: InFlight,
+        idle: Duration,
+    ) -> MeteredBody {
         let now = Instant::now();
         MeteredBody {
             inner: Some(inner),
@@ -90,7 +95,10 @@ impl MeteredBody {
                 return;
             }
             let mut cursor = start;
-            for cut in cuts.iter().filter(|c| c.start < release_end && c.end > start) {
+            for cut in cuts
+                .iter()
+                .filter(|c| c.start < release_end && c.end > start)
+            {
                 if cut.start > cursor {
                     self.push_ready(piece.slice(offset(cursor, start)..offset(cut.start, start)));
                 }
@@ -101,7 +109,8 @@ impl MeteredBody {
             }
             self.held_start = release_end;
             if release_end < end {
-                self.held.push_front(piece.slice(offset(release_end, start)..));
+                self.held
+                    .push_front(piece.slice(offset(release_end, start)..));
                 return;
             }
         }
@@ -126,7 +135,10 @@ impl Body for MeteredBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
             if let Some(bytes) = this.ready.pop_front() {
@@ -155,11 +167,16 @@ impl Body for MeteredBody {
                         Some(meter) => {
                             meter.feed(&data, now);
                             if !meter.strips() {
-                                if let (Some(in_flight), Some(at)) = (&this.in_flight, meter.measurement().first_content_at) {
+                                if let (Some(in_flight), Some(at)) =
+                                    (&this.in_flight, meter.measurement().first_content_at)
+                                {
                                     in_flight.first_content(at);
                                 }
                                 Some(data)
-                            } else if this.held.is_empty() && !meter.has_cuts() && meter.settled_offset() == this.held_start + data.len() as u64 {
+                            } else if this.held.is_empty()
+                                && !meter.has_cuts()
+                                && meter.settled_offset() == this.held_start + data.len() as u64
+                            {
                                 // The usual case: the chunk is whole events and none is cut.
                                 this.held_start += data.len() as u64;
                                 Some(data)
@@ -237,14 +254,29 @@ impl Drop for MeteredBody {
             return;
         }
         // The client went away before the end.
-        let terminal = self.meter.as_ref().is_some_and(|m| m.measurement().terminal);
-        let end = if terminal { BodyEnd::Complete } else { BodyEnd::ClientGone };
+        let terminal = self
+            .meter
+            .as_ref()
+            .is_some_and(|m| m.measurement().terminal);
+        let end = if terminal {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::ClientGone
+        };
         if !terminal {
             if let Some(permit) = self.drainer.as_ref().and_then(Drainer::try_permit) {
-                if let (Some(drainer), Some(inner), Some(in_flight)) =
-                    (self.drainer.take(), self.inner.take(), self.in_flight.take())
-                {
-                    drainer.spawn(permit, inner, self.meter.take(), in_flight, self.response_bytes);
+                if let (Some(drainer), Some(inner), Some(in_flight)) = (
+                    self.drainer.take(),
+                    self.inner.take(),
+                    self.in_flight.take(),
+                ) {
+                    drainer.spawn(
+                        permit,
+                        inner,
+                        self.meter.take(),
+                        in_flight,
+                        self.response_bytes,
+                    );
                     return;
                 }
             }

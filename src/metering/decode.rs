@@ -26,9 +26,18 @@ impl Decoder {
     /// (the meter then sees the bytes as they are).
     pub fn for_encoding(encoding: &str) -> Option<Decoder> {
         match encoding.trim().to_ascii_lowercase().as_str() {
-            "gzip" | "x-gzip" => Some(Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new()), 0)),
-            "deflate" => Some(Decoder::Deflate(flate2::write::ZlibDecoder::new(Vec::new()), 0)),
-            "br" => Some(Decoder::Brotli(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096)), 0)),
+            "gzip" | "x-gzip" => Some(Decoder::Gzip(
+                flate2::write::MultiGzDecoder::new(Vec::new()),
+                0,
+            )),
+            "deflate" => Some(Decoder::Deflate(
+                flate2::write::ZlibDecoder::new(Vec::new()),
+                0,
+            )),
+            "br" => Some(Decoder::Brotli(
+                Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096)),
+                0,
+            )),
             "zstd" => zstd::stream::write::Decoder::new(Vec::new())
                 .ok()
                 .map(|d| Decoder::Zstd(d, 0)),
@@ -128,7 +137,11 @@ mod tests {
             w.write_all(&plain).expect("write");
         }
         roundtrip("br", &br, &plain);
-        roundtrip("zstd", &zstd::encode_all(&plain[..], 3).expect("zstd"), &plain);
+        roundtrip(
+            "zstd",
+            &zstd::encode_all(&plain[..], 3).expect("zstd"),
+            &plain,
+        );
         assert!(Decoder::for_encoding("identity").is_none());
     }
 
@@ -141,13 +154,15 @@ mod tests {
         }
         let bomb = gz.finish().expect("gzip");
         let mut decoder = Decoder::for_encoding("gzip").expect("gzip");
-        let failed = bomb.chunks(64 << 10).any(|piece| match decoder.decode(piece) {
-            Ok(out) => {
-                out.clear();
-                false
-            }
-            Err(_) => true,
-        });
+        let failed = bomb
+            .chunks(64 << 10)
+            .any(|piece| match decoder.decode(piece) {
+                Ok(out) => {
+                    out.clear();
+                    false
+                }
+                Err(_) => true,
+            });
         assert!(failed);
     }
 }

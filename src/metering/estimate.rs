@@ -12,18 +12,32 @@ use super::measurement::Dialect;
 /// families, cl100k_base otherwise (the closest public stand-in for other vendors).
 pub fn uses_o200k(model: &str) -> bool {
     let model = model.rsplit('/').next().unwrap_or(model);
-    ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4", "gpt-oss"]
-        .iter()
-        .any(|prefix| model.starts_with(prefix))
+    [
+        "gpt-4o",
+        "gpt-4.1",
+        "gpt-4.5",
+        "gpt-5",
+        "chatgpt-4o",
+        "o1",
+        "o3",
+        "o4",
+        "gpt-oss",
+    ]
+    .iter()
+    .any(|prefix| model.starts_with(prefix))
 }
 
 fn encoding(model: &str) -> Option<&'static CoreBPE> {
     static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     if uses_o200k(model) {
-        O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+        O200K
+            .get_or_init(|| tiktoken_rs::o200k_base().ok())
+            .as_ref()
     } else {
-        CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
+        CL100K
+            .get_or_init(|| tiktoken_rs::cl100k_base().ok())
+            .as_ref()
     }
 }
 
@@ -90,8 +104,18 @@ fn token_ids(input: &Value) -> Option<u64> {
     if items.iter().all(Value::is_number) && !items.is_empty() {
         return Some(items.len() as u64);
     }
-    if items.iter().all(|i| i.as_array().is_some_and(|a| a.iter().all(Value::is_number))) && !items.is_empty() {
-        return Some(items.iter().filter_map(Value::as_array).map(|a| a.len() as u64).sum());
+    if items
+        .iter()
+        .all(|i| i.as_array().is_some_and(|a| a.iter().all(Value::is_number)))
+        && !items.is_empty()
+    {
+        return Some(
+            items
+                .iter()
+                .filter_map(Value::as_array)
+                .map(|a| a.len() as u64)
+                .sum(),
+        );
     }
     None
 }
@@ -143,8 +167,14 @@ mod tests {
         let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"hello world"},{"role":"user","content":[{"type":"text","text":"hello world"}]}]}"#;
         // The two texts, 3 per message, 3 for the reply.
         let text = text_tokens("hello world\nhello world", "gpt-4o");
-        assert_eq!(prompt_tokens(body, Dialect::Chat, "gpt-4o"), Some(text + 6 + 3));
-        assert_eq!(prompt_tokens(br#"{"input":[[1,2,3],[4]]}"#, Dialect::Embeddings, "x"), Some(4));
+        assert_eq!(
+            prompt_tokens(body, Dialect::Chat, "gpt-4o"),
+            Some(text + 6 + 3)
+        );
+        assert_eq!(
+            prompt_tokens(br#"{"input":[[1,2,3],[4]]}"#, Dialect::Embeddings, "x"),
+            Some(4)
+        );
         assert_eq!(prompt_tokens(b"not json", Dialect::Chat, "x"), None);
         assert_eq!(prompt_tokens(br#"{"model":"x"}"#, Dialect::Chat, "x"), None);
     }

@@ -58,11 +58,8 @@ pub fn try_observe(
     for hit in scanner.find_iter(data) {
         let pattern = hit.pattern().as_usize();
         match pattern {
-            USAGE => {
-                if !followed_by_null(&data[hit.end()..]) {
-                    return false;
-                }
-            }
+            USAGE if !followed_by_null(&data[hit.end()..]) => return false,
+            USAGE => {}
             ERROR | TOOL_CALLS => return false,
             p if text_patterns.contains(&p) => found_text = true,
             _ => {}
@@ -101,7 +98,9 @@ fn json_string_at(data: &[u8], start: usize) -> Option<std::borrow::Cow<'_, str>
     let body = &data[start..];
     let end = memchr::memchr2(b'"', b'\\', body)?;
     if body[end] == b'"' {
-        return std::str::from_utf8(&body[..end]).ok().map(std::borrow::Cow::Borrowed);
+        return std::str::from_utf8(&body[..end])
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
     }
     // Escapes present: find the real closing quote, then let serde_json decode.
     let mut i = end;
@@ -110,7 +109,9 @@ fn json_string_at(data: &[u8], start: usize) -> Option<std::borrow::Cow<'_, str>
             b'\\' => i += 2,
             b'"' => {
                 let quoted = data.get(start - 1..start + i + 1)?;
-                return serde_json::from_slice::<String>(quoted).ok().map(std::borrow::Cow::Owned);
+                return serde_json::from_slice::<String>(quoted)
+                    .ok()
+                    .map(std::borrow::Cow::Owned);
             }
             _ => i += 1,
         }
@@ -134,11 +135,20 @@ mod tests {
     #[test]
     fn content_deltas_take_the_fast_path() {
         let chunk = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"Hi \"there\"\n"},"finish_reason":null}],"usage":null}"#;
-        assert_eq!(run(Dialect::Chat, b"", chunk), (true, "Hi \"there\"\n".into()));
+        assert_eq!(
+            run(Dialect::Chat, b"", chunk),
+            (true, "Hi \"there\"\n".into())
+        );
         let chunk = br#"{"type":"response.output_text.delta","delta":"caf\u00e9"}"#;
-        assert_eq!(run(Dialect::Responses, b"response.output_text.delta", chunk), (true, "café".into()));
+        assert_eq!(
+            run(Dialect::Responses, b"response.output_text.delta", chunk),
+            (true, "café".into())
+        );
         let chunk = br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}"#;
-        assert_eq!(run(Dialect::Messages, b"content_block_delta", chunk), (true, "ok".into()));
+        assert_eq!(
+            run(Dialect::Messages, b"content_block_delta", chunk),
+            (true, "ok".into())
+        );
     }
 
     #[test]
@@ -152,10 +162,28 @@ mod tests {
             br#"{"choices":[{"delta":{"content": "spaced"}}]}"#,
         ];
         for data in declined {
-            assert_eq!(run(Dialect::Chat, b"", data), (false, String::new()), "{}", String::from_utf8_lossy(data));
+            assert_eq!(
+                run(Dialect::Chat, b"", data),
+                (false, String::new()),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
         }
         let mut fresh = Measurement::default();
-        assert!(!try_observe(&mut fresh, Dialect::Chat, b"", br#"{"choices":[{"delta":{"content":"a"}}]}"#, Instant::now()));
-        assert!(!run(Dialect::Responses, b"response.completed", br#"{"delta":"x"}"#).0);
+        assert!(!try_observe(
+            &mut fresh,
+            Dialect::Chat,
+            b"",
+            br#"{"choices":[{"delta":{"content":"a"}}]}"#,
+            Instant::now()
+        ));
+        assert!(
+            !run(
+                Dialect::Responses,
+                b"response.completed",
+                br#"{"delta":"x"}"#
+            )
+            .0
+        );
     }
 }

@@ -191,7 +191,11 @@ mod tests {
         assert_eq!(map["usage"]["prompt_tokens"], 12);
         assert_eq!(map.len(), 2);
         for i in 0..body.len() {
-            assert_eq!(capture(&[&body[..i], &body[i..]]).expect("object"), map, "split at {i}");
+            assert_eq!(
+                capture(&[&body[..i], &body[i..]]).expect("object"),
+                map,
+                "split at {i}"
+            );
         }
     }
 
@@ -200,6 +204,9 @@ mod tests {
         assert!(capture(&[b"  [1,2]"]).is_none());
         assert!(capture(&[b"nope"]).is_none());
         assert!(capture(&[b""]).is_none());
-        assert_eq!(capture(&[b"{\"usage\": {\"a\": 1"]).expect("object").len(), 0);
+        assert_eq!(
+            capture(&[b"{\"usage\": {\"a\": 1"]).expect("object").len(),
+            0
+        );
     }
 }

@@ -157,7 +157,12 @@ impl Measurement {
             for key in ["content", "reasoning_content", "reasoning", "refusal"] {
                 self.text_at(part.get(key), now);
             }
-            for call in part.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for call in part
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if call.get("id").is_some_and(|id| !id.is_null()) {
                     self.tool_calls += 1;
                 }
@@ -179,17 +184,27 @@ impl Measurement {
             return;
         }
         match kind {
-            "response.created" | "response.in_progress" | "response.queued"
-            | "response.completed" | "response.incomplete" | "response.failed" => {
+            "response.created"
+            | "response.in_progress"
+            | "response.queued"
+            | "response.completed"
+            | "response.incomplete"
+            | "response.failed" => {
                 if let Some(response) = obj.get("response").and_then(Value::as_object) {
                     self.observe_response_object(response, now, false);
                 }
-                if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+                if matches!(
+                    kind,
+                    "response.completed" | "response.incomplete" | "response.failed"
+                ) {
                     self.terminal = true;
                 }
             }
             "response.output_item.added" => {
-                let item_kind = obj.get("item").and_then(|i| i.get("type")).and_then(Value::as_str);
+                let item_kind = obj
+                    .get("item")
+                    .and_then(|i| i.get("type"))
+                    .and_then(Value::as_str);
                 if item_kind.is_some_and(|k| k.ends_with("_call") && k != "reasoning") {
                     self.tool_calls += 1;
                 }
@@ -206,7 +221,12 @@ impl Measurement {
         }
     }
 
-    fn observe_response_object(&mut self, response: &Map<String, Value>, now: Instant, whole: bool) {
+    fn observe_response_object(
+        &mut self,
+        response: &Map<String, Value>,
+        now: Instant,
+        whole: bool,
+    ) {
         self.set_model(response.get("model"));
         if let Some(usage) = response.get("usage") {
             self.set_usage(usage, false);
@@ -217,15 +237,34 @@ impl Measurement {
         if !whole {
             return;
         }
-        for item in response.get("output").and_then(Value::as_array).into_iter().flatten() {
-            if item.get("type").and_then(Value::as_str).is_some_and(|k| k.ends_with("_call")) {
+        for item in response
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if item
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("_call"))
+            {
                 self.tool_calls += 1;
                 self.text_at(item.get("arguments"), now);
             }
-            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for part in item
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 self.text_at(part.get("text"), now);
             }
-            for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+            for part in item
+                .get("summary")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 self.text_at(part.get("text"), now);
             }
         }
@@ -240,7 +279,12 @@ impl Measurement {
                 if let Some(usage) = obj.get("usage") {
                     self.set_usage(usage, false);
                 }
-                for block in obj.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for block in obj
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     self.content_block(block, now);
                 }
                 self.terminal = true;
@@ -280,7 +324,10 @@ impl Measurement {
         match block.get("type").and_then(Value::as_str) {
             Some("tool_use" | "server_tool_use") => {
                 self.tool_calls += 1;
-                if let Some(input) = block.get("input").filter(|i| i.as_object().is_some_and(|o| !o.is_empty())) {
+                if let Some(input) = block
+                    .get("input")
+                    .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+                {
                     self.push_text(&input.to_string(), now);
                 }
             }

@@ -34,7 +34,12 @@ pub struct Meter {
 
 impl Meter {
     /// `sse` when the response is `text/event-stream`; `encoding` is its `Content-Encoding`.
-    pub fn new(dialect: Dialect, sse: bool, encoding: Option<&str>, strip_usage_chunks: bool) -> Meter {
+    pub fn new(
+        dialect: Dialect,
+        sse: bool,
+        encoding: Option<&str>,
+        strip_usage_chunks: bool,
+    ) -> Meter {
         let decoder = encoding.and_then(Decoder::for_encoding);
         Meter {
             dialect,

@@ -53,9 +53,8 @@ pub enum UsageFamily {
 /// Normalises one usage object.
 pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normalized, UsageError> {
     let top = |key: &'static str| count(raw.get(key), key);
-    let nested = |outer: &str, key: &'static str| {
-        count(raw.get(outer).and_then(|o| o.get(key)), key)
-    };
+    let nested =
+        |outer: &str, key: &'static str| count(raw.get(outer).and_then(|o| o.get(key)), key);
 
     let cache_read_anthropic = top("cache_read_input_tokens")?;
     let cache_write_anthropic = top("cache_creation_input_tokens")?;

@@ -30,14 +30,29 @@ pub fn attribute(headers: &HeaderMap, body_user: Option<&str>) -> Attribution {
     let key = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().strip_prefix("Bearer ").or_else(|| v.trim().strip_prefix("bearer ")).unwrap_or(v.trim()))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+        .map(|v| {
+            v.trim()
+                .strip_prefix("Bearer ")
+                .or_else(|| v.trim().strip_prefix("bearer "))
+                .unwrap_or(v.trim())
+        })
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
         .filter(|k| !k.is_empty());
     Attribution {
         key_id: key.map(fingerprint),
-        user: body_user.filter(|u| !u.is_empty()).map(clip).or_else(|| text("x-tokentap-user")),
+        user: body_user
+            .filter(|u| !u.is_empty())
+            .map(clip)
+            .or_else(|| text("x-tokentap-user")),
         conversation_id: text("x-conversation-id").or_else(|| text("x-session-id")),
-        tags: text("x-tokentap-tags").map(|t| parse_tags(&t)).unwrap_or_default(),
+        tags: text("x-tokentap-tags")
+            .map(|t| parse_tags(&t))
+            .unwrap_or_default(),
     }
 }
 
@@ -77,7 +92,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-canary-123".parse().expect("v"));
         h.insert("x-session-id", "s1".parse().expect("v"));
-        h.insert("x-tokentap-tags", "team=search, env=prod,bad".parse().expect("v"));
+        h.insert(
+            "x-tokentap-tags",
+            "team=search, env=prod,bad".parse().expect("v"),
+        );
         h.insert("x-tokentap-user", "header-user".parse().expect("v"));
         let a = attribute(&h, Some("body-user"));
         let key_id = a.key_id.clone().expect("key id");

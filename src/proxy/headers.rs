@@ -32,14 +32,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
     for name in hop {
         headers.remove(name);
     }
 }
 
 /// The headers sent upstream for a client's request headers.
-pub fn upstream_request_headers(client: &HeaderMap, client_ip: IpAddr, body_rewritten: bool) -> HeaderMap {
+pub fn upstream_request_headers(
+    client: &HeaderMap,
+    client_ip: IpAddr,
+    body_rewritten: bool,
+) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
@@ -66,7 +74,10 @@ pub fn upstream_request_headers(client: &HeaderMap, client_ip: IpAddr, body_rewr
 
 /// Total size of the request headers as they came (names, values and separators).
 pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 #[cfg(test)]
@@ -76,7 +87,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_own_headers_stop_here() {
         let mut client = HeaderMap::new();
-        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        client.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         client.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         client.insert("x-secret-hop", HeaderValue::from_static("1"));
         client.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -86,7 +100,15 @@ mod tests {
         client.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         client.insert("openai-beta", HeaderValue::from_static("assistants=v2"));
         let up = upstream_request_headers(&client, "127.0.0.2".parse().expect("ip"), true);
-        for gone in ["connection", "keep-alive", "x-secret-hop", "te", "host", "x-tokentap-provider", "content-length"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "te",
+            "host",
+            "x-tokentap-provider",
+            "content-length",
+        ] {
             assert!(!up.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(up["x-forwarded-for"], "10.0.0.1, 127.0.0.2");

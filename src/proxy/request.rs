@@ -46,10 +46,11 @@ pub fn inspect(body: &[u8]) -> Option<RequestFacts> {
         let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
         (start, start + raw.get().len())
     };
-    let string = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
-    let stream_options = peek
-        .stream_options
-        .and_then(|r| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r.get()).ok());
+    let string =
+        |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    let stream_options = peek.stream_options.and_then(|r| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r.get()).ok()
+    });
     Some(RequestFacts {
         model: string(peek.model),
         stream: peek.stream.is_some_and(|r| r.get() == "true"),
@@ -69,7 +70,12 @@ pub fn inspect(body: &[u8]) -> Option<RequestFacts> {
 impl RequestFacts {
     /// The body with `model` replaced by `new_model` and/or `include_usage` turned on.
     /// Returns `None` when nothing needs to change.
-    pub fn rewrite(&self, body: &Bytes, new_model: Option<&str>, add_include_usage: bool) -> Option<Bytes> {
+    pub fn rewrite(
+        &self,
+        body: &Bytes,
+        new_model: Option<&str>,
+        add_include_usage: bool,
+    ) -> Option<Bytes> {
         let mut edits: Vec<(usize, usize, String)> = Vec::new();
         if let (Some(model), Some((start, end))) = (new_model, self.model_span) {
             edits.push((start, end, serde_json::Value::from(model).to_string()));
@@ -135,11 +141,19 @@ mod tests {
     #[test]
     fn splices_only_what_changes() {
         assert_eq!(
-            rewrite(r#"{ "model" : "openai/gpt-4o", "stream": true }"#, Some("gpt-4o"), true),
+            rewrite(
+                r#"{ "model" : "openai/gpt-4o", "stream": true }"#,
+                Some("gpt-4o"),
+                true
+            ),
             r#"{"stream_options":{"include_usage":true}, "model" : "gpt-4o", "stream": true }"#
         );
         assert_eq!(
-            rewrite(r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#, None, true),
+            rewrite(
+                r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
+                None,
+                true
+            ),
             r#"{"stream":true,"stream_options":{"include_usage":true,"x":1}}"#
         );
         assert_eq!(

@@ -22,20 +22,32 @@ pub fn choose<'m>(
         return providers
             .iter()
             .position(|p| p.name == name)
-            .map(|provider| Route { provider, stripped_model: None })
+            .map(|provider| Route {
+                provider,
+                stripped_model: None,
+            })
             .ok_or_else(|| ProxyError::UnknownProvider(name.to_owned()));
     }
     if let Some(model) = model {
         if let Some((prefix, rest)) = model.split_once('/') {
             if let Some(provider) = providers.iter().position(|p| p.name == prefix) {
-                return Ok(Route { provider, stripped_model: Some(rest) });
+                return Ok(Route {
+                    provider,
+                    stripped_model: Some(rest),
+                });
             }
         }
         if let Some(provider) = providers.iter().position(|p| p.matches_model(model)) {
-            return Ok(Route { provider, stripped_model: None });
+            return Ok(Route {
+                provider,
+                stripped_model: None,
+            });
         }
     }
-    Ok(Route { provider: 0, stripped_model: None })
+    Ok(Route {
+        provider: 0,
+        stripped_model: None,
+    })
 }
 
 #[cfg(test)]
@@ -61,25 +73,51 @@ mod tests {
         )
         .expect("toml");
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["tokentap"]).expect("cli");
-        Settings::from_layers(&cli, file, &|_| None).expect("valid").providers
+        Settings::from_layers(&cli, file, &|_| None)
+            .expect("valid")
+            .providers
     }
 
     #[test]
     fn header_then_prefix_then_glob_then_first() {
         let p = providers();
-        assert_eq!(choose(&p, Some("openrouter"), Some("gpt-4o")).expect("ok").provider, 2);
+        assert_eq!(
+            choose(&p, Some("openrouter"), Some("gpt-4o"))
+                .expect("ok")
+                .provider,
+            2
+        );
         assert_eq!(
             choose(&p, None, Some("anthropic/claude-x")).expect("ok"),
-            Route { provider: 1, stripped_model: Some("claude-x") }
+            Route {
+                provider: 1,
+                stripped_model: Some("claude-x")
+            }
         );
         // A slash that names no provider is part of the model (OpenRouter style).
         assert_eq!(
             choose(&p, None, Some("meta-llama/llama-3")).expect("ok"),
-            Route { provider: 0, stripped_model: None }
+            Route {
+                provider: 0,
+                stripped_model: None
+            }
         );
-        assert_eq!(choose(&p, None, Some("claude-sonnet-4-5")).expect("ok").provider, 1);
-        assert_eq!(choose(&p, None, Some("mistral-large")).expect("ok").provider, 0);
+        assert_eq!(
+            choose(&p, None, Some("claude-sonnet-4-5"))
+                .expect("ok")
+                .provider,
+            1
+        );
+        assert_eq!(
+            choose(&p, None, Some("mistral-large"))
+                .expect("ok")
+                .provider,
+            0
+        );
         assert_eq!(choose(&p, None, None).expect("ok").provider, 0);
-        assert!(matches!(choose(&p, Some("evil.example.com"), None), Err(ProxyError::UnknownProvider(_))));
+        assert!(matches!(
+            choose(&p, Some("evil.example.com"), None),
+            Err(ProxyError::UnknownProvider(_))
+        ));
     }
 }

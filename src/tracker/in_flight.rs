@@ -113,7 +113,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn start(tracker: &Tracker, start: RequestStart, request_body: Option<Bytes>, dialect: Option<Dialect>) -> InFlight {
+    pub fn start(
+        tracker: &Tracker,
+        start: RequestStart,
+        request_body: Option<Bytes>,
+        dialect: Option<Dialect>,
+    ) -> InFlight {
         let now = Instant::now();
         let active = Arc::new(Active {
             seq: tracker.next_seq(),
@@ -149,7 +154,9 @@ impl InFlight {
     }
 
     pub fn progress(&self, bytes: u64) {
-        self.active.response_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.active
+            .response_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         self.active.chunks.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -162,7 +169,13 @@ impl InFlight {
     }
 
     /// The response body ended.
-    pub fn finish(mut self, end: BodyEnd, measurement: Option<Measurement>, response_bytes: u64, now: Instant) {
+    pub fn finish(
+        mut self,
+        end: BodyEnd,
+        measurement: Option<Measurement>,
+        response_bytes: u64,
+        now: Instant,
+    ) {
         self.finished = true;
         let response = self.active.response.lock().clone();
         let outcome_hint = Ending::Body(end);
@@ -172,7 +185,13 @@ impl InFlight {
     /// The request failed before any response: `outcome` and the error tokentap answered.
     pub fn fail(mut self, outcome: Outcome, status: u16, error: String) {
         self.finished = true;
-        self.submit(Ending::Failed { outcome, error }, Some((status, None)), None, 0, Instant::now());
+        self.submit(
+            Ending::Failed { outcome, error },
+            Some((status, None)),
+            None,
+            0,
+            Instant::now(),
+        );
     }
 
     fn submit(
@@ -207,7 +226,13 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.finished {
             let response = self.active.response.lock().clone();
-            self.submit(Ending::Body(BodyEnd::ClientGone), response, None, 0, Instant::now());
+            self.submit(
+                Ending::Body(BodyEnd::ClientGone),
+                response,
+                None,
+                0,
+                Instant::now(),
+            );
         }
     }
 }

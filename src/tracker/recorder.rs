@@ -28,13 +28,18 @@ pub(crate) struct Finished {
     pub(super) dialect: Option<Dialect>,
 }
 
-pub(super) fn spawn(tracker: Weak<Inner>, queue: std::sync::mpsc::Receiver<Finished>) -> std::io::Result<()> {
+pub(super) fn spawn(
+    tracker: Weak<Inner>,
+    queue: std::sync::mpsc::Receiver<Finished>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("tokentap-recorder".into())
         .spawn(move || {
             // Ends when every sender (held by the tracker) is gone.
             while let Ok(finished) = queue.recv() {
-                let Some(inner) = tracker.upgrade() else { return };
+                let Some(inner) = tracker.upgrade() else {
+                    return;
+                };
                 let tracker = Tracker(inner);
                 let seq = finished.active.seq;
                 let record = build_record(finished);
@@ -63,7 +68,9 @@ pub(crate) fn build_record(f: Finished) -> Record {
     record.response_model = m.response_model.clone();
     record.chunks = m.chunks;
     record.tool_calls = m.tool_calls;
-    record.ttft_ms = m.first_content_at.map(|at| millis(at.saturating_duration_since(f.sent_at)));
+    record.ttft_ms = m
+        .first_content_at
+        .map(|at| millis(at.saturating_duration_since(f.sent_at)));
     record.decode_ms = match (m.first_content_at, m.last_content_at) {
         (Some(first), Some(last)) => Some(millis(last.saturating_duration_since(first))),
         _ => None,
@@ -74,9 +81,19 @@ pub(crate) fn build_record(f: Finished) -> Record {
         _ => UsageFamily::OpenAi,
     };
     let answered = f.status.is_some_and(|s| (200..300).contains(&s)) && m.error.is_none();
-    let tokenizer_model = record.response_model.clone().or_else(|| record.model.clone()).unwrap_or_default();
+    let tokenizer_model = record
+        .response_model
+        .clone()
+        .or_else(|| record.model.clone())
+        .unwrap_or_default();
     let estimate_prompt = || {
-        dialect.and_then(|d| estimate::prompt_tokens(f.request_body.as_deref().unwrap_or_default(), d, &tokenizer_model))
+        dialect.and_then(|d| {
+            estimate::prompt_tokens(
+                f.request_body.as_deref().unwrap_or_default(),
+                d,
+                &tokenizer_model,
+            )
+        })
     };
     match &m.usage {
         Some(raw) => {
@@ -102,7 +119,9 @@ pub(crate) fn build_record(f: Finished) -> Record {
                 }
             }
         }
-        None if answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some() => {
+        None if answered
+            || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some() =>
+        {
             match estimate_prompt() {
                 Some(prompt) => {
                     let completion = estimate::text_tokens(&m.text, &tokenizer_model);
@@ -122,7 +141,11 @@ pub(crate) fn build_record(f: Finished) -> Record {
     record
 }
 
-fn outcome_of(ending: &Ending, status: Option<u16>, m: Option<&Measurement>) -> (Outcome, Option<String>) {
+fn outcome_of(
+    ending: &Ending,
+    status: Option<u16>,
+    m: Option<&Measurement>,
+) -> (Outcome, Option<String>) {
     let upstream_error = m.and_then(|m| m.error.clone());
     match ending {
         Ending::Failed { outcome, error } => (*outcome, Some(error.clone())),
@@ -134,18 +157,24 @@ fn outcome_of(ending: &Ending, status: Option<u16>, m: Option<&Measurement>) -> 
             };
             match end {
                 BodyEnd::Complete => match (by_status, upstream_error) {
-                    (Some(outcome), error) => (outcome, error.or_else(|| status.map(|s| format!("upstream answered {s}")))),
+                    (Some(outcome), error) => (
+                        outcome,
+                        error.or_else(|| status.map(|s| format!("upstream answered {s}"))),
+                    ),
                     (None, Some(error)) => (Outcome::UpstreamError, Some(error)),
                     (None, None) => (Outcome::Ok, None),
                 },
                 BodyEnd::UpstreamFailed(e) => (Outcome::UpstreamError, Some(e.clone())),
                 BodyEnd::Timeout(e) => (Outcome::Timeout, Some(e.clone())),
-                BodyEnd::ClientGone | BodyEnd::ClientGoneDrained => {
-                    (Outcome::Cancelled, Some("client disconnected before the answer was complete".into()))
-                }
+                BodyEnd::ClientGone | BodyEnd::ClientGoneDrained => (
+                    Outcome::Cancelled,
+                    Some("client disconnected before the answer was complete".into()),
+                ),
                 BodyEnd::ClientGoneDrainFailed(e) => (
                     Outcome::Cancelled,
-                    Some(format!("client disconnected; draining the upstream failed: {e}")),
+                    Some(format!(
+                        "client disconnected; draining the upstream failed: {e}"
+                    )),
                 ),
             }
         }

@@ -26,7 +26,11 @@ use tokentap::config::{FileConfig, Settings};
 use tokentap::{App, Listeners};
 
 pub type TestBody = BoxBody<Bytes, Infallible>;
-pub type Handler = Arc<dyn Fn(Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A test upstream: every request is answered by `handler` (after its body is read whole).
 pub struct Upstream {
@@ -45,7 +49,12 @@ impl Upstream {
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let (reqs, conns, closes, stop2) = (requests.clone(), connections.clone(), closed.clone(), stop.clone());
+        let (reqs, conns, closes, stop2) = (
+            requests.clone(),
+            connections.clone(),
+            closed.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -59,7 +68,11 @@ impl Upstream {
                         let (handler, reqs) = (handler.clone(), reqs.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let req = Request::from_parts(parts, body);
                             reqs.lock().push(clone_request(&req));
                             Ok::<_, Infallible>(handler(req).await)
@@ -72,7 +85,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, requests, connections, closed, stop }
+        Upstream {
+            addr,
+            requests,
+            connections,
+            closed,
+            stop,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -98,7 +117,11 @@ pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(http_body_util::Full::new(body.into()).map_err(|e| match e {}).boxed())
+        .body(
+            http_body_util::Full::new(body.into())
+                .map_err(|e| match e {})
+                .boxed(),
+        )
         .unwrap()
 }
 
@@ -106,7 +129,9 @@ pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response
 pub fn channel_body(content_type: &str) -> (mpsc::Sender<Bytes>, Response<TestBody>) {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let response = Response::builder()
         .status(200)
@@ -137,7 +162,13 @@ pub struct Proxy {
 impl Proxy {
     /// Starts tokentap with these flags (plus the TOML text) in front of the given upstream.
     pub async fn start(args: &[&str], toml: &str) -> Proxy {
-        let mut argv = vec!["tokentap", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        let mut argv = vec![
+            "tokentap",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
         let file = FileConfig::parse(toml).unwrap();
@@ -156,7 +187,11 @@ impl Proxy {
         let app = App::new(settings).unwrap();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let done = tokio::spawn(tokentap::run(Listeners { proxy, admin }, app.clone(), async move { stopped.cancelled().await }));
+        let done = tokio::spawn(tokentap::run(
+            Listeners { proxy, admin },
+            app.clone(),
+            async move { stopped.cancelled().await },
+        ));
         Proxy {
             addr,
             admin: admin_addr,
@@ -172,7 +207,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        tokio::spawn(tokentap::demo::serve(listener, tokentap::demo::DemoOptions::unpaced(), stop.clone()));
+        tokio::spawn(tokentap::demo::serve(
+            listener,
+            tokentap::demo::DemoOptions::unpaced(),
+            stop.clone(),
+        ));
         let mut all = vec!["--upstream", url.as_str()];
         all.extend_from_slice(args);
         (Proxy::start(&all, "").await, stop)
@@ -187,7 +226,14 @@ impl Proxy {
     }
 
     pub async fn admin_json(&self, path: &str) -> Value {
-        self.client.get(self.admin_url(path)).send().await.unwrap().json().await.unwrap()
+        self.client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits until every request has become a record, then returns the records, oldest first.
@@ -198,7 +244,10 @@ impl Proxy {
             if counts.active == 0 && counts.started == counts.recorded + counts.dropped {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "requests never settled: {counts:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "requests never settled: {counts:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut records: Vec<Value> = self
@@ -222,7 +271,10 @@ impl Proxy {
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(done) = self.done.take() {
-            tokio::time::timeout(Duration::from_secs(30), done).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), done)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -236,6 +288,13 @@ impl Drop for Proxy {
 /// `usage` of a record as the six counts, in contract order.
 pub fn usage_of(record: &Value) -> [u64; 6] {
     let u = &record["usage"];
-    ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cache_creation_tokens"]
-        .map(|k| u[k].as_u64().unwrap())
+    [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cache_creation_tokens",
+    ]
+    .map(|k| u[k].as_u64().unwrap())
 }

@@ -14,13 +14,19 @@ fn corpus() -> Vec<(String, Vec<u8>, Value)> {
     let mut cases = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("tests/corpus") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if !(name.ends_with(".sse") || name.ends_with(".json")) || name.ends_with(".expect.json") {
             continue;
         }
         let body = std::fs::read(&path).expect("body");
-        let expect: Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.expect.json"))).expect("expect")).expect("json");
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.expect.json"))).expect("expect"),
+        )
+        .expect("json");
         cases.push((name, body, expect));
     }
     cases.sort_by(|a, b| a.0.cmp(&b.0));
@@ -51,7 +57,14 @@ fn run(dialect: Dialect, sse: bool, pieces: &[&[u8]]) -> Measurement {
 /// The usage the expect file names, `null` read as 0; `None` when it names none at all.
 fn expected_usage(expect: &Value) -> Option<[u64; 6]> {
     let u = &expect["usage"];
-    let keys = ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cache_creation_tokens"];
+    let keys = [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cache_creation_tokens",
+    ];
     if keys.iter().all(|k| u[k].is_null()) {
         return None;
     }
@@ -59,9 +72,22 @@ fn expected_usage(expect: &Value) -> Option<[u64; 6]> {
 }
 
 fn measured_usage(m: &Measurement, dialect: Dialect) -> Option<[u64; 6]> {
-    let family = if dialect == Dialect::Messages { UsageFamily::Anthropic } else { UsageFamily::OpenAi };
-    let u = normalize(m.usage.as_ref()?, family).expect("valid usage").usage;
-    Some([u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens, u.reasoning_tokens, u.cache_creation_tokens])
+    let family = if dialect == Dialect::Messages {
+        UsageFamily::Anthropic
+    } else {
+        UsageFamily::OpenAi
+    };
+    let u = normalize(m.usage.as_ref()?, family)
+        .expect("valid usage")
+        .usage;
+    Some([
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+        u.cached_tokens,
+        u.reasoning_tokens,
+        u.cache_creation_tokens,
+    ])
 }
 
 #[test]
@@ -73,10 +99,16 @@ fn every_corpus_case_yields_its_usage_at_every_split() {
         let whole = run(dialect, sse, &[&body]);
         assert_eq!(measured_usage(&whole, dialect), want, "{name}");
         if let Some(model) = expect["model"].as_str() {
-            assert_eq!(whole.response_model.as_deref(), Some(model), "{name}: response model");
+            assert_eq!(
+                whole.response_model.as_deref(),
+                Some(model),
+                "{name}: response model"
+            );
         }
         if sse {
-            let events = expect["usage_selection"]["data_events"].as_u64().expect("data_events");
+            let events = expect["usage_selection"]["data_events"]
+                .as_u64()
+                .expect("data_events");
             assert_eq!(whole.chunks, events, "{name}: data events");
         }
         for split in 0..=body.len() {
@@ -85,8 +117,15 @@ fn every_corpus_case_yields_its_usage_at_every_split() {
         }
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
         let m = run(dialect, sse, &bytes);
-        assert_eq!(measured_usage(&m, dialect), want, "{name} one byte per chunk");
-        assert_eq!(m.text, whole.text, "{name}: streamed text independent of chunking");
+        assert_eq!(
+            measured_usage(&m, dialect),
+            want,
+            "{name} one byte per chunk"
+        );
+        assert_eq!(
+            m.text, whole.text,
+            "{name}: streamed text independent of chunking"
+        );
     }
 }
 
@@ -143,8 +182,16 @@ data: {\"type\":\"message_stop\"}\n\n";
 #[test]
 fn anthropic_start_and_delta_usage_merge() {
     for split in 0..=ANTHROPIC_STREAM.len() {
-        let m = run(Dialect::Messages, true, &[&ANTHROPIC_STREAM[..split], &ANTHROPIC_STREAM[split..]]);
-        assert_eq!(measured_usage(&m, Dialect::Messages), Some([135, 15, 150, 100, 0, 10]), "split {split}");
+        let m = run(
+            Dialect::Messages,
+            true,
+            &[&ANTHROPIC_STREAM[..split], &ANTHROPIC_STREAM[split..]],
+        );
+        assert_eq!(
+            measured_usage(&m, Dialect::Messages),
+            Some([135, 15, 150, 100, 0, 10]),
+            "split {split}"
+        );
         assert!(m.terminal);
         assert_eq!(m.tool_calls, 1);
         assert_eq!(m.text, "Hello{\"q\": 1}");
@@ -173,16 +220,31 @@ data: [DONE]\n\n";
 
 #[test]
 fn usage_only_chunks_are_cut_when_stripping() {
-    let body = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/openai__chat__stream__include-usage.sse")).expect("corpus");
+    let body = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/openai__chat__stream__include-usage.sse"),
+    )
+    .expect("corpus");
     let mut meter = Meter::new(Dialect::Chat, true, None, true);
     meter.feed(&body, Instant::now());
     let cuts = meter.take_cuts();
     assert_eq!(cuts.len(), 1);
-    let cut = &body[usize::try_from(cuts[0].start).expect("usize")..usize::try_from(cuts[0].end).expect("usize")];
+    let cut = &body[usize::try_from(cuts[0].start).expect("usize")
+        ..usize::try_from(cuts[0].end).expect("usize")];
     let cut = std::str::from_utf8(cut).expect("utf8");
-    assert!(cut.starts_with("data: {") && cut.contains("\"choices\":[]") && cut.contains("\"usage\":{") && cut.ends_with("\n\n"), "{cut}");
+    assert!(
+        cut.starts_with("data: {")
+            && cut.contains("\"choices\":[]")
+            && cut.contains("\"usage\":{")
+            && cut.ends_with("\n\n"),
+        "{cut}"
+    );
     // A usage that rides on a chunk with choices is never cut.
-    let deepseek = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/deepseek__chat__stream__usage-on-finish-chunk-reasoning.sse")).expect("corpus");
+    let deepseek = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/deepseek__chat__stream__usage-on-finish-chunk-reasoning.sse"),
+    )
+    .expect("corpus");
     let mut meter = Meter::new(Dialect::Chat, true, None, true);
     meter.feed(&deepseek, Instant::now());
     assert!(meter.take_cuts().is_empty());
@@ -193,7 +255,11 @@ fn usage_only_chunks_are_cut_when_stripping() {
 #[test]
 fn gzip_bodies_are_metered_from_a_decoded_copy() {
     use std::io::Write;
-    let body = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/openai__chat__json__cached-tokens.json")).expect("corpus");
+    let body = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/openai__chat__json__cached-tokens.json"),
+    )
+    .expect("corpus");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&body).expect("gzip");
     let gz = gz.finish().expect("gzip");
@@ -202,7 +268,10 @@ fn gzip_bodies_are_metered_from_a_decoded_copy() {
         meter.feed(piece, Instant::now());
     }
     let m = meter.finish(Instant::now());
-    assert_eq!(measured_usage(&m, Dialect::Chat), Some([1149, 353, 1502, 1024, 0, 0]));
+    assert_eq!(
+        measured_usage(&m, Dialect::Chat),
+        Some([1149, 353, 1502, 1024, 0, 0])
+    );
 }
 
 #[test]

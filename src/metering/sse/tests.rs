@@ -57,7 +57,11 @@ fn handles_every_line_ending_comment_and_field() {
 #[test]
 fn strips_a_leading_byte_order_mark_only() {
     let events = parse(b"\xEF\xBB\xBFdata: x\n\n\xEF\xBB\xBFdata: y\n\n");
-    assert_eq!(events.len(), 1, "a BOM after the first line makes an unknown field");
+    assert_eq!(
+        events.len(),
+        1,
+        "a BOM after the first line makes an unknown field"
+    );
     assert_eq!(events[0].data, "x");
 }
 
@@ -104,7 +108,11 @@ fn reference(input: &[u8], split: usize) -> Vec<(String, String)> {
             .filter_map(|e| async move { e.ok() })
             .filter(|e| futures::future::ready(!e.data.trim().is_empty()))
             .map(|e| {
-                let event = if e.event == "message" { String::new() } else { e.event };
+                let event = if e.event == "message" {
+                    String::new()
+                } else {
+                    e.event
+                };
                 (event, e.data)
             })
             .collect()

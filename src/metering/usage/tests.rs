@@ -13,31 +13,71 @@ fn usage(v: Value) -> Usage {
 
 #[test]
 fn openai_chat_with_details() {
-    let u = usage(json!({"prompt_tokens": 1149, "completion_tokens": 353, "total_tokens": 1502,
+    let u = usage(
+        json!({"prompt_tokens": 1149, "completion_tokens": 353, "total_tokens": 1502,
         "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0}}));
-    assert_eq!(u, Usage { prompt_tokens: 1149, completion_tokens: 353, total_tokens: 1502, cached_tokens: 1024, reasoning_tokens: 0, cache_creation_tokens: 0 });
+        "completion_tokens_details": {"reasoning_tokens": 0}}),
+    );
+    assert_eq!(
+        u,
+        Usage {
+            prompt_tokens: 1149,
+            completion_tokens: 353,
+            total_tokens: 1502,
+            cached_tokens: 1024,
+            reasoning_tokens: 0,
+            cache_creation_tokens: 0
+        }
+    );
 }
 
 #[test]
 fn responses_api_input_output() {
-    let u = usage(json!({"input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 327, "output_tokens_details": {"reasoning_tokens": 320}, "total_tokens": 338}));
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.reasoning_tokens, u.total_tokens), (11, 327, 320, 338));
+    let u = usage(
+        json!({"input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 327, "output_tokens_details": {"reasoning_tokens": 320}, "total_tokens": 338}),
+    );
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+            u.total_tokens
+        ),
+        (11, 327, 320, 338)
+    );
 }
 
 #[test]
 fn anthropic_input_excludes_cache() {
     let n = norm(json!({"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 5}), UsageFamily::Anthropic).expect("valid");
-    assert_eq!(n.usage, Usage { prompt_tokens: 130, completion_tokens: 5, total_tokens: 135, cached_tokens: 100, reasoning_tokens: 0, cache_creation_tokens: 20 });
+    assert_eq!(
+        n.usage,
+        Usage {
+            prompt_tokens: 130,
+            completion_tokens: 5,
+            total_tokens: 135,
+            cached_tokens: 100,
+            reasoning_tokens: 0,
+            cache_creation_tokens: 20
+        }
+    );
     assert!(!n.inconsistent);
     // The cache fields alone identify Anthropic's convention, whatever the endpoint.
-    assert_eq!(usage(json!({"input_tokens": 1, "cache_read_input_tokens": 2, "output_tokens": 3})).prompt_tokens, 3);
+    assert_eq!(
+        usage(json!({"input_tokens": 1, "cache_read_input_tokens": 2, "output_tokens": 3}))
+            .prompt_tokens,
+        3
+    );
 }
 
 #[test]
 fn anthropic_message_start_alone_is_prompt_only() {
-    let n = norm(json!({"input_tokens": 25, "cache_read_input_tokens": 0}), UsageFamily::Anthropic).expect("valid");
+    let n = norm(
+        json!({"input_tokens": 25, "cache_read_input_tokens": 0}),
+        UsageFamily::Anthropic,
+    )
+    .expect("valid");
     assert!(n.prompt_only);
     assert_eq!(n.usage.prompt_tokens, 25);
 }
@@ -50,40 +90,89 @@ fn deepseek_and_moonshot_cache_names() {
 
 #[test]
 fn openrouter_cache_write_tokens() {
-    let u = usage(json!({"prompt_tokens": 254, "completion_tokens": 5, "total_tokens": 259,
-        "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 9}}));
+    let u = usage(
+        json!({"prompt_tokens": 254, "completion_tokens": 5, "total_tokens": 259,
+        "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 9}}),
+    );
     assert_eq!((u.cached_tokens, u.cache_creation_tokens), (3, 9));
 }
 
 #[test]
 fn hidden_thinking_becomes_reasoning() {
-    let n = norm(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40}), UsageFamily::OpenAi).expect("valid");
+    let n = norm(
+        json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40}),
+        UsageFamily::OpenAi,
+    )
+    .expect("valid");
     assert!(n.inconsistent);
-    assert_eq!((n.usage.completion_tokens, n.usage.reasoning_tokens, n.usage.total_tokens), (30, 25, 40));
+    assert_eq!(
+        (
+            n.usage.completion_tokens,
+            n.usage.reasoning_tokens,
+            n.usage.total_tokens
+        ),
+        (30, 25, 40)
+    );
     let n = norm(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40, "completion_tokens_details": {"reasoning_tokens": 2}}), UsageFamily::OpenAi).expect("valid");
-    assert!(n.inconsistent, "stated reasoning: counted as inconsistent, left as stated");
+    assert!(
+        n.inconsistent,
+        "stated reasoning: counted as inconsistent, left as stated"
+    );
     assert_eq!(n.usage.completion_tokens, 5);
 }
 
 #[test]
 fn missing_total_is_derived_embeddings_have_no_completion() {
-    assert_eq!(usage(json!({"prompt_tokens": 3, "completion_tokens": 4})).total_tokens, 7);
+    assert_eq!(
+        usage(json!({"prompt_tokens": 3, "completion_tokens": 4})).total_tokens,
+        7
+    );
     let u = usage(json!({"prompt_tokens": 12, "total_tokens": 12}));
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (12, 0, 12));
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (12, 0, 12)
+    );
 }
 
 #[test]
 fn strings_accepted_bad_counts_refused() {
-    assert_eq!(usage(json!({"prompt_tokens": "12", "completion_tokens": " 3 "})).total_tokens, 15);
-    assert_eq!(usage(json!({"prompt_tokens": 12.0, "completion_tokens": 1})).prompt_tokens, 12);
+    assert_eq!(
+        usage(json!({"prompt_tokens": "12", "completion_tokens": " 3 "})).total_tokens,
+        15
+    );
+    assert_eq!(
+        usage(json!({"prompt_tokens": 12.0, "completion_tokens": 1})).prompt_tokens,
+        12
+    );
     let e = |v| norm(v, UsageFamily::OpenAi).expect_err("refused");
-    assert_eq!(e(json!({"prompt_tokens": -1, "completion_tokens": 3})), UsageError::Negative("prompt_tokens"));
-    assert_eq!(e(json!({"prompt_tokens": "-4"})), UsageError::Negative("prompt_tokens"));
-    assert_eq!(e(json!({"prompt_tokens": "lots"})), UsageError::NotANumber("prompt_tokens"));
-    assert_eq!(e(json!({"prompt_tokens": 1.5})), UsageError::NotANumber("prompt_tokens"));
-    assert_eq!(e(json!({"prompt_tokens": [1]})), UsageError::NotANumber("prompt_tokens"));
-    assert_eq!(e(json!({"completion_tokens": 1e300})), UsageError::TooLarge("completion_tokens"));
-    assert_eq!(e(json!({"total_tokens": u64::MAX})), UsageError::TooLarge("total_tokens"));
+    assert_eq!(
+        e(json!({"prompt_tokens": -1, "completion_tokens": 3})),
+        UsageError::Negative("prompt_tokens")
+    );
+    assert_eq!(
+        e(json!({"prompt_tokens": "-4"})),
+        UsageError::Negative("prompt_tokens")
+    );
+    assert_eq!(
+        e(json!({"prompt_tokens": "lots"})),
+        UsageError::NotANumber("prompt_tokens")
+    );
+    assert_eq!(
+        e(json!({"prompt_tokens": 1.5})),
+        UsageError::NotANumber("prompt_tokens")
+    );
+    assert_eq!(
+        e(json!({"prompt_tokens": [1]})),
+        UsageError::NotANumber("prompt_tokens")
+    );
+    assert_eq!(
+        e(json!({"completion_tokens": 1e300})),
+        UsageError::TooLarge("completion_tokens")
+    );
+    assert_eq!(
+        e(json!({"total_tokens": u64::MAX})),
+        UsageError::TooLarge("total_tokens")
+    );
     assert_eq!(e(json!({"foo": 1})), UsageError::Empty);
     assert_eq!(e(json!({})), UsageError::Empty);
 }
@@ -92,9 +181,19 @@ fn strings_accepted_bad_counts_refused() {
 fn merge_keeps_earlier_fields_and_takes_later_values() {
     let mut start = json!({"input_tokens": 25, "cache_read_input_tokens": 4, "output_tokens": 1});
     let delta = json!({"output_tokens": 15, "input_tokens": null});
-    merge_into(start.as_object_mut().expect("obj"), delta.as_object().expect("obj"));
+    merge_into(
+        start.as_object_mut().expect("obj"),
+        delta.as_object().expect("obj"),
+    );
     let n = norm(start, UsageFamily::Anthropic).expect("valid");
-    assert_eq!((n.usage.prompt_tokens, n.usage.completion_tokens, n.usage.total_tokens), (29, 15, 44));
+    assert_eq!(
+        (
+            n.usage.prompt_tokens,
+            n.usage.completion_tokens,
+            n.usage.total_tokens
+        ),
+        (29, 15, 44)
+    );
 }
 
 proptest! {
