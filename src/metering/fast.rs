@@ -53,30 +53,46 @@ pub fn try_observe(
     let Some(scanner) = SCANNER.as_ref() else {
         return false;
     };
-    // Two passes: decide first, record second, so a declined event leaves no trace.
-    let mut found_text = false;
+    // Decide first, record second, so a declined event leaves no trace. Text hits are kept on
+    // the stack, so the usual event is scanned once.
+    let mut hits = [0usize; 8];
+    let mut count = 0usize;
     for hit in scanner.find_iter(data) {
         let pattern = hit.pattern().as_usize();
         match pattern {
             USAGE if !followed_by_null(&data[hit.end()..]) => return false,
-            USAGE => {}
             ERROR | TOOL_CALLS => return false,
-            p if text_patterns.contains(&p) => found_text = true,
+            p if text_patterns.contains(&p) => {
+                if let Some(slot) = hits.get_mut(count) {
+                    *slot = hit.end();
+                }
+                count += 1;
+            }
             _ => {}
         }
     }
-    if !found_text {
+    if count == 0 {
         return false;
     }
-    for hit in scanner.find_iter(data) {
-        if text_patterns.contains(&hit.pattern().as_usize()) {
-            match json_string_at(data, hit.end()) {
-                Some(text) => m.push_text(&text, now),
-                None => m.parse_errors += 1,
+    if count <= hits.len() {
+        for &end in &hits[..count] {
+            record_text(m, data, end, now);
+        }
+    } else {
+        for hit in scanner.find_iter(data) {
+            if text_patterns.contains(&hit.pattern().as_usize()) {
+                record_text(m, data, hit.end(), now);
             }
         }
     }
     true
+}
+
+fn record_text(m: &mut Measurement, data: &[u8], start: usize, now: Instant) {
+    match json_string_at(data, start) {
+        Some(text) => m.push_text(&text, now),
+        None => m.parse_errors += 1,
+    }
 }
 
 /// After a `"usage"` key: is its value `null`?
