@@ -20,13 +20,8 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining")
         }
         (&Method::GET, "/readyz") => text(StatusCode::OK, "ok"),
-        _ if !authorized(&app, &req) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        (&Method::GET, "/metrics") => metrics(&app, &req),
+        _ if !authorized(&app, &req) => unauthorized(),
         (&Method::GET, "/api/active") => json(
             StatusCode::OK,
             &serde_json::json!({ "active": app.tracker().active() }),
@@ -45,10 +40,46 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
     }
 }
 
+/// `/metrics`: open unless a metrics or admin token is set; either token is accepted.
+fn metrics(app: &App, req: &Request<Incoming>) -> Response<AdminBody> {
+    let settings = app.settings();
+    let tokens = [
+        settings.metrics_token.as_deref(),
+        settings.admin_token.as_deref(),
+    ];
+    if tokens.iter().any(Option::is_some)
+        && !tokens.iter().flatten().any(|t| bearer_matches(req, t))
+    {
+        return unauthorized();
+    }
+    match app.tracker().metrics().render() {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render metrics: {err}"),
+        ),
+    }
+}
+
+fn unauthorized() -> Response<AdminBody> {
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
 fn known_route(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/readyz" | "/api/active" | "/api/requests" | "/api/counts"
+        "/healthz" | "/readyz" | "/metrics" | "/api/active" | "/api/requests" | "/api/counts"
     ) || path.starts_with("/api/requests/")
 }
 
@@ -124,9 +155,13 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let Some(token) = app.settings().admin_token.as_deref() else {
-        return true;
-    };
+    app.settings()
+        .admin_token
+        .as_deref()
+        .is_none_or(|token| bearer_matches(req, token))
+}
+
+fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::DisconnectPolicy;
 use crate::config::{ProviderConfig, Settings};
 use crate::metering::Drainer;
+use crate::metrics::Metrics;
 use crate::tracker::Tracker;
 
 /// A provider and its connection pool.
@@ -39,18 +40,22 @@ pub enum StartError {
     },
     #[error("no provider configured")]
     NoProvider,
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot start the recorder thread: {0}")]
     Recorder(std::io::Error),
-    #[error("cannot bind {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
 }
 
 impl App {
     pub fn new(settings: Settings) -> Result<App, StartError> {
+        App::with_registry(settings, prometheus::Registry::new())
+    }
+
+    /// Builds the app, registering its metrics in `registry` (tests may inject their own).
+    pub fn with_registry(
+        settings: Settings,
+        registry: prometheus::Registry,
+    ) -> Result<App, StartError> {
         let mut upstreams = Vec::with_capacity(settings.providers.len());
         for config in &settings.providers {
             let client = reqwest::Client::builder()
@@ -77,7 +82,15 @@ impl App {
             .then(|| Drainer::new(settings.max_drains, settings.drain_max, tasks.clone()));
         Ok(App(Arc::new(Inner {
             provider_configs: settings.providers.clone(),
-            tracker: Tracker::start(settings.max_records).map_err(StartError::Recorder)?,
+            tracker: Tracker::start(
+                settings.max_records,
+                Arc::new(Metrics::new(
+                    registry,
+                    settings.max_models,
+                    &settings.buckets,
+                )?),
+            )
+            .map_err(StartError::Recorder)?,
             settings,
             upstreams,
             drainer,

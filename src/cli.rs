@@ -67,6 +67,15 @@ pub struct Cli {
     )]
     pub admin_token: Option<String>,
 
+    /// Bearer token for /metrics alone (the admin token is accepted there too).
+    #[arg(
+        long,
+        env = "TOKENTAP_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+
     /// Allow a non-loopback admin listener without an admin token.
     #[arg(long, env = "TOKENTAP_INSECURE_ADMIN")]
     pub insecure_admin: bool,

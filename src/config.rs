@@ -15,6 +15,7 @@ pub use provider::{AuthHeader, Credential, ProviderConfig};
 pub use size::ByteSize;
 
 use crate::cli::{Cli, DemoPacing, DisconnectPolicy, LogFormat};
+use crate::metrics::Buckets;
 
 /// Reads an environment variable. Injected so tests never mutate the process environment.
 pub type EnvSource<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub max_body: u64,
     pub max_header_bytes: usize,
     pub admin_token: Option<String>,
+    /// Protects `/metrics` on its own; the admin token is accepted there too.
+    pub metrics_token: Option<String>,
     pub insecure_admin: bool,
     pub on_client_disconnect: DisconnectPolicy,
     pub drain_max: Duration,
@@ -82,6 +85,7 @@ pub struct Settings {
     pub demo_pacing: DemoPacing,
     pub max_records: usize,
     pub max_models: usize,
+    pub buckets: Buckets,
     pub sse_heartbeat: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -141,6 +145,7 @@ impl Settings {
             )
             .unwrap_or(usize::MAX),
             admin_token: cli.admin_token.clone().or(file.admin_token),
+            metrics_token: cli.metrics_token.clone().or(file.metrics_token),
             insecure_admin: cli.insecure_admin || file.insecure_admin.unwrap_or(false),
             on_client_disconnect: cli
                 .on_client_disconnect
@@ -152,6 +157,7 @@ impl Settings {
             demo_pacing: cli.demo_pacing.or(file.demo_pacing).unwrap_or_default(),
             max_records: cli.max_records.or(file.max_records).unwrap_or(10_000),
             max_models: cli.max_models.or(file.max_models).unwrap_or(200),
+            buckets: file.metrics.map(|m| m.buckets()).unwrap_or_default(),
             sse_heartbeat: dur(cli.sse_heartbeat, file.sse_heartbeat, secs(15)),
             log_level: cli
                 .log_level
@@ -199,9 +205,29 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if let Some(token) = &self.admin_token {
-            if token.trim().is_empty() {
-                return Err(ConfigError::invalid("admin_token", "must not be empty"));
+        for (field, token) in [
+            ("admin_token", &self.admin_token),
+            ("metrics_token", &self.metrics_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::invalid(field, "must not be empty"));
+            }
+        }
+        let b = &self.buckets;
+        for (field, list) in [
+            ("metrics.duration_buckets", &b.duration),
+            ("metrics.ttft_buckets", &b.ttft),
+            ("metrics.token_buckets", &b.tokens),
+            ("metrics.per_chunk_buckets", &b.per_chunk),
+        ] {
+            if list.is_empty()
+                || list.windows(2).any(|w| w[0] >= w[1])
+                || list.iter().any(|v| !v.is_finite())
+            {
+                return Err(ConfigError::invalid(
+                    field,
+                    "must be a non-empty list of increasing numbers",
+                ));
             }
         }
         if !self.admin_listen.ip().is_loopback()

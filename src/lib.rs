@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metering;
+pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod server;

@@ -38,6 +38,26 @@ const REQUEST_ID_HEADERS: &[&str] = &[
     "cf-ray",
 ];
 
+/// `handle`, with a panic turned into a 500 in the error shape (the request's record is still
+/// written, by its `InFlight` unwinding) instead of a dropped connection.
+pub async fn handle_guarded(
+    app: App,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handle(app, req, client))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("request handler panicked");
+            error_response(ProxyError::Internal("the request handler failed".into()))
+        }
+    }
+}
+
 pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let endpoint = Endpoint::of_path(parts.uri.path());
@@ -47,74 +67,53 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
         .get("x-tokentap-provider")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
 
-    // Checks that need no body.
-    let early = if header_bytes(&parts.headers) > settings.max_header_bytes {
-        Some(ProxyError::HeadersTooLarge {
-            limit: settings.max_header_bytes,
-        })
-    } else if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
-        Some(ProxyError::BodyTooLarge {
-            limit: settings.max_body,
-        })
-    } else if app.is_draining() {
-        Some(ProxyError::ShuttingDown)
-    } else {
-        None
+    let reject = |err| {
+        answer_early(
+            &app,
+            endpoint,
+            header_provider.as_deref(),
+            &parts.headers,
+            err,
+        )
     };
+    let body_limit = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
+
+    // Checks that need no body.
+    if header_bytes(&parts.headers) > settings.max_header_bytes {
+        return reject(ProxyError::HeadersTooLarge {
+            limit: settings.max_header_bytes,
+        });
+    }
+    if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
+        return reject(ProxyError::BodyTooLarge {
+            limit: settings.max_body,
+        });
+    }
+    if app.is_draining() {
+        return reject(ProxyError::ShuttingDown);
+    }
     let metered = endpoint != Endpoint::Other && parts.method == http::Method::POST;
 
     // A metered request's JSON is read whole (bounded by --max-body): routing and usage
     // injection need it. Any other body streams straight through.
-    let (body_bytes, streaming_body) = match early {
-        Some(err) => {
-            return answer_early(
-                &app,
-                endpoint,
-                header_provider.as_deref(),
-                &parts.headers,
-                err,
-            );
-        }
-        None if metered => match Limited::new(
-            body,
-            usize::try_from(settings.max_body).unwrap_or(usize::MAX),
-        )
-        .collect()
-        .await
-        {
+    let (body_bytes, streaming_body) = if metered {
+        match Limited::new(body, body_limit).collect().await {
             Ok(collected) => (Some(collected.to_bytes()), None),
-            Err(err) => {
-                let err = if err.is::<http_body_util::LengthLimitError>() {
-                    ProxyError::BodyTooLarge {
-                        limit: settings.max_body,
-                    }
-                } else {
-                    ProxyError::BodyRead(error_chain(err.as_ref()))
-                };
-                return answer_early(
-                    &app,
-                    endpoint,
-                    header_provider.as_deref(),
-                    &parts.headers,
-                    err,
-                );
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                return reject(ProxyError::BodyTooLarge {
+                    limit: settings.max_body,
+                });
             }
-        },
-        None => (None, Some(body)),
+            Err(err) => return reject(ProxyError::BodyRead(error_chain(err.as_ref()))),
+        }
+    } else {
+        (None, Some(body))
     };
     let facts = body_bytes.as_deref().and_then(request::inspect);
     let model = facts.as_ref().and_then(|f| f.model.as_deref());
     let route = match route::choose(app.provider_configs(), header_provider.as_deref(), model) {
         Ok(route) => route,
-        Err(err) => {
-            return answer_early(
-                &app,
-                endpoint,
-                header_provider.as_deref(),
-                &parts.headers,
-                err,
-            );
-        }
+        Err(err) => return reject(err),
     };
     let upstream = app.upstream(route.provider);
     let dialect = if metered { Dialect::of(endpoint) } else { None };
@@ -154,10 +153,7 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     let outgoing = rewritten.clone().or(body_bytes);
     let upstream_body = match (outgoing, streaming_body) {
         (Some(bytes), _) => reqwest::Body::from(bytes),
-        (None, Some(body)) => reqwest::Body::wrap(Limited::new(
-            body,
-            usize::try_from(settings.max_body).unwrap_or(usize::MAX),
-        )),
+        (None, Some(body)) => reqwest::Body::wrap(Limited::new(body, body_limit)),
         (None, None) => reqwest::Body::from(Bytes::new()),
     };
     let mut headers = upstream_request_headers(&parts.headers, client.ip(), rewritten.is_some());

@@ -110,7 +110,11 @@ async fn accept_loop(listener: TcpListener, app: App, stop: CancellationToken, r
             Role::Proxy => {
                 let service = service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, req, peer).await) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            proxy::handle_guarded(app, req, peer).await,
+                        )
+                    }
                 });
                 let conn = builder.serve_connection(io, service).into_owned();
                 let conn = graceful.watch(conn);

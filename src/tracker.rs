@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 pub use in_flight::{Active, BodyEnd, InFlight, RequestStart};
 pub(crate) use recorder::Finished;
 
+use crate::metrics::{Metrics, RecordNotes};
 use crate::record::Record;
 
 /// How many finished requests may wait for the recorder before new ones are dropped (counted).
@@ -36,6 +37,7 @@ struct Inner {
     started: AtomicU64,
     recorded: AtomicU64,
     dropped: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Counters that prove no request was lost: `started == recorded + dropped + active`.
@@ -49,7 +51,7 @@ pub struct TrackerCounts {
 
 impl Tracker {
     /// Starts the tracker and its recorder thread (which ends when the last handle is dropped).
-    pub fn start(max_records: usize) -> std::io::Result<Tracker> {
+    pub fn start(max_records: usize, metrics: Arc<Metrics>) -> std::io::Result<Tracker> {
         let (queue, receiver) = std::sync::mpsc::sync_channel(QUEUE);
         let tracker = Tracker(Arc::new(Inner {
             active: DashMap::new(),
@@ -60,6 +62,7 @@ impl Tracker {
             started: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            metrics,
         }));
         recorder::spawn(Arc::downgrade(&tracker.0), receiver)?;
         Ok(tracker)
@@ -110,7 +113,12 @@ impl Tracker {
         self.0.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
     fn insert_active(&self, active: Arc<Active>) {
+        self.0.metrics.request_started(&active.start.provider);
         self.0.started.fetch_add(1, Ordering::AcqRel);
         self.0.active.insert(active.seq, active);
     }
@@ -124,14 +132,18 @@ impl Tracker {
                 | std::sync::mpsc::TrySendError::Disconnected(_),
             ) => {
                 // Never stall a stream for bookkeeping: count the loss instead.
-                self.0.active.remove(&seq);
+                if let Some((_, active)) = self.0.active.remove(&seq) {
+                    self.0.metrics.request_ended(&active.start.provider);
+                }
+                self.0.metrics.record_dropped();
                 self.0.dropped.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!("record queue full; a record was dropped");
             }
         }
     }
 
-    fn store(&self, record: Record, seq: u64) {
+    fn store(&self, record: Record, notes: RecordNotes, seq: u64) {
+        self.0.metrics.observe(&record, notes);
         let record = Arc::new(record);
         {
             let mut ring = self.0.completed.write();
@@ -141,6 +153,11 @@ impl Tracker {
             ring.push_back(record);
         }
         self.0.recorded.fetch_add(1, Ordering::AcqRel);
-        self.0.active.remove(&seq);
+        if let Some((_, active)) = self.0.active.remove(&seq) {
+            self.0.metrics.request_ended(&active.start.provider);
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub max_body: Option<ByteSize>,
     pub max_header_bytes: Option<ByteSize>,
     pub admin_token: Option<String>,
+    pub metrics_token: Option<String>,
     pub insecure_admin: Option<bool>,
     pub on_client_disconnect: Option<DisconnectPolicy>,
     #[serde(default, deserialize_with = "duration")]
@@ -44,6 +45,29 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub providers: Vec<ProviderFile>,
+    pub metrics: Option<MetricsFile>,
+}
+
+/// `[metrics]`: histogram bucket boundaries; each list replaces the default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub duration_buckets: Option<Vec<f64>>,
+    pub ttft_buckets: Option<Vec<f64>>,
+    pub token_buckets: Option<Vec<f64>>,
+    pub per_chunk_buckets: Option<Vec<f64>>,
+}
+
+impl MetricsFile {
+    pub fn buckets(self) -> crate::metrics::Buckets {
+        let d = crate::metrics::Buckets::default();
+        crate::metrics::Buckets {
+            duration: self.duration_buckets.unwrap_or(d.duration),
+            ttft: self.ttft_buckets.unwrap_or(d.ttft),
+            tokens: self.token_buckets.unwrap_or(d.tokens),
+            per_chunk: self.per_chunk_buckets.unwrap_or(d.per_chunk),
+        }
+    }
 }
 
 /// One `[[providers]]` entry.

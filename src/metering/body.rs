@@ -253,6 +253,12 @@ impl Drop for MeteredBody {
         if self.in_flight.is_none() {
             return;
         }
+        if std::thread::panicking() {
+            // Do not touch the meter while unwinding: it may be what panicked.
+            self.meter = None;
+            self.finish(BodyEnd::Panicked);
+            return;
+        }
         // The client went away before the end.
         let terminal = self
             .meter

@@ -42,6 +42,8 @@ pub enum BodyEnd {
     /// The client left, and the rest of the answer was read (`drain`).
     ClientGoneDrained,
     ClientGoneDrainFailed(String),
+    /// tokentap itself failed (a panic) while streaming.
+    Panicked,
 }
 
 /// A request as the live views see it.
@@ -226,13 +228,16 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.finished {
             let response = self.active.response.lock().clone();
-            self.submit(
-                Ending::Body(BodyEnd::ClientGone),
-                response,
-                None,
-                0,
-                Instant::now(),
-            );
+            // Unwinding from a panic in the handler: still exactly one record, saying so.
+            let ending = if std::thread::panicking() {
+                Ending::Failed {
+                    outcome: Outcome::ProxyError,
+                    error: "internal error while handling the request".into(),
+                }
+            } else {
+                Ending::Body(BodyEnd::ClientGone)
+            };
+            self.submit(ending, response, None, 0, Instant::now());
         }
     }
 }

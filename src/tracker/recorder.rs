@@ -12,6 +12,7 @@ use super::{Inner, Tracker};
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
 use crate::metering::usage::{Usage, UsageFamily, normalize};
+use crate::metrics::RecordNotes;
 use crate::record::{Outcome, Record, UsageSource};
 
 pub(crate) struct Finished {
@@ -42,15 +43,17 @@ pub(super) fn spawn(
                 };
                 let tracker = Tracker(inner);
                 let seq = finished.active.seq;
-                let record = build_record(finished);
-                tracker.store(record, seq);
+                let (record, notes) = build_record(finished);
+                log_record(&record);
+                tracker.store(record, notes, seq);
             }
         })
         .map(|_| ())
 }
 
 /// Builds the record of a finished request.
-pub(crate) fn build_record(f: Finished) -> Record {
+pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
+    let mut notes = RecordNotes::default();
     let mut record = f.active.snapshot();
     record.finished_at = Some(f.finished_at);
     record.status_code = f.status;
@@ -63,8 +66,9 @@ pub(crate) fn build_record(f: Finished) -> Record {
 
     let Some(m) = f.measurement else {
         record.usage_source = UsageSource::Missing;
-        return record;
+        return (record, notes);
     };
+    notes.sse_parse_errors = m.parse_errors;
     record.response_model = m.response_model.clone();
     record.chunks = m.chunks;
     record.tool_calls = m.tool_calls;
@@ -110,6 +114,7 @@ pub(crate) fn build_record(f: Finished) -> Record {
                     record.usage_source = UsageSource::Partial;
                 }
                 Ok(n) => {
+                    notes.usage_inconsistent = n.inconsistent;
                     record.usage = n.usage;
                     record.usage_source = UsageSource::Upstream;
                 }
@@ -138,7 +143,25 @@ pub(crate) fn build_record(f: Finished) -> Record {
         }
         None => record.usage_source = UsageSource::Missing,
     }
-    record
+    (record, notes)
+}
+
+/// The one log line of a request. Never a key: records hold only fingerprints.
+fn log_record(r: &Record) {
+    tracing::info!(
+        id = %r.id,
+        provider = %r.provider,
+        model = r.model.as_deref().unwrap_or("-"),
+        endpoint = r.endpoint.as_str(),
+        stream = r.stream,
+        status = r.status_code.unwrap_or(0),
+        outcome = r.outcome.map_or("-", |o| o.as_str()),
+        duration_ms = r.duration_ms,
+        prompt_tokens = r.usage.prompt_tokens,
+        completion_tokens = r.usage.completion_tokens,
+        usage_source = ?r.usage_source,
+        "request"
+    );
 }
 
 fn outcome_of(
@@ -169,6 +192,10 @@ fn outcome_of(
                 BodyEnd::ClientGone | BodyEnd::ClientGoneDrained => (
                     Outcome::Cancelled,
                     Some("client disconnected before the answer was complete".into()),
+                ),
+                BodyEnd::Panicked => (
+                    Outcome::ProxyError,
+                    Some("internal error while streaming the answer".into()),
                 ),
                 BodyEnd::ClientGoneDrainFailed(e) => (
                     Outcome::Cancelled,

@@ -1,0 +1,346 @@
+//! The Prometheus exposition: one `Metrics` struct registered into an injected `Registry`,
+//! updated when a record is written (the active gauge when a request starts and ends). Every
+//! label value comes from a closed enum, the configured providers, or the bounded model set.
+
+pub mod labels;
+
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::record::{Endpoint, Outcome, Record, UsageSource};
+use labels::ModelLabels;
+
+/// Bucket lists, configurable under `[metrics]` in the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// Request duration, seconds (also the GenAI operation duration and time to first chunk).
+    pub duration: Vec<f64>,
+    /// Time to first token, seconds.
+    pub ttft: Vec<f64>,
+    /// Tokens per request (the GenAI token-usage histogram).
+    pub tokens: Vec<f64>,
+    /// Seconds per output chunk.
+    pub per_chunk: Vec<f64>,
+}
+
+impl Default for Buckets {
+    fn default() -> Buckets {
+        Buckets {
+            // The GenAI semantic conventions' boundaries, extended past 900 s for reasoning models.
+            duration: vec![
+                0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96,
+                81.92, 163.84, 327.68, 655.36, 1310.72,
+            ],
+            ttft: vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 300.0, 900.0,
+            ],
+            tokens: vec![
+                1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                4194304.0, 16777216.0, 67108864.0,
+            ],
+            per_chunk: vec![
+                0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+            ],
+        }
+    }
+}
+
+/// What the recorder knows of a record beyond its fields.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecordNotes {
+    pub usage_inconsistent: bool,
+    pub sse_parse_errors: u64,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    models: ModelLabels,
+    requests: IntCounterVec,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    active: IntGaugeVec,
+    duration: HistogramVec,
+    ttft: HistogramVec,
+    usage_missing: IntCounterVec,
+    usage_estimated: IntCounterVec,
+    usage_inconsistent: IntCounterVec,
+    sse_parse_errors: IntCounterVec,
+    records_dropped: IntCounter,
+    genai_tokens: HistogramVec,
+    genai_duration: HistogramVec,
+    genai_first_chunk: HistogramVec,
+    genai_per_chunk: HistogramVec,
+}
+
+const GENAI: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+];
+
+impl Metrics {
+    /// Creates every metric and registers it (with process metrics and build info) in `registry`.
+    pub fn new(
+        registry: Registry,
+        max_models: usize,
+        buckets: &Buckets,
+    ) -> Result<Metrics, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         b: &[f64]|
+         -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let genai_tokens_labels: Vec<&str> = std::iter::once("gen_ai_token_type")
+            .chain(GENAI.iter().copied())
+            .collect();
+        let metrics = Metrics {
+            models: ModelLabels::new(max_models),
+            requests: counter(
+                "tokentap_requests_total",
+                "Requests that ended, by how they ended.",
+                &["provider", "model", "endpoint", "stream", "outcome"],
+            )?,
+            tokens: counter(
+                "tokentap_tokens_total",
+                "Tokens used, by type (prompt includes cached and cache_creation; completion includes reasoning).",
+                &["provider", "model", "type"],
+            )?,
+            cost: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "tokentap_cost_usd_total",
+                        "Cost of requests, in US dollars.",
+                    ),
+                    &["provider", "model"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            active: {
+                let g = IntGaugeVec::new(
+                    Opts::new("tokentap_active_requests", "Requests in flight."),
+                    &["provider"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            duration: histogram(
+                "tokentap_request_duration_seconds",
+                "Whole request duration, in seconds.",
+                &["provider", "model", "endpoint", "stream"],
+                &buckets.duration,
+            )?,
+            ttft: histogram(
+                "tokentap_time_to_first_token_seconds",
+                "From the request sent upstream to the first content, in seconds.",
+                &["provider", "model"],
+                &buckets.ttft,
+            )?,
+            usage_missing: counter(
+                "tokentap_usage_missing_total",
+                "Requests whose usage could not be counted at all.",
+                &["provider", "model"],
+            )?,
+            usage_estimated: counter(
+                "tokentap_usage_estimated_total",
+                "Requests whose usage was counted locally (wholly or in part) because the provider gave none.",
+                &["provider", "model"],
+            )?,
+            usage_inconsistent: counter(
+                "tokentap_usage_inconsistent_total",
+                "Requests whose usage parts do not add up to the provider's total.",
+                &["provider", "model"],
+            )?,
+            sse_parse_errors: counter(
+                "tokentap_sse_parse_errors_total",
+                "Events of a response the meter could not parse.",
+                &["provider"],
+            )?,
+            records_dropped: {
+                let c = IntCounter::new(
+                    "tokentap_records_dropped_total",
+                    "Records lost because the recorder queue was full.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            genai_tokens: histogram(
+                "gen_ai_client_token_usage",
+                "Measures number of input and output tokens used (OpenTelemetry GenAI).",
+                &genai_tokens_labels,
+                &buckets.tokens,
+            )?,
+            genai_duration: histogram(
+                "gen_ai_client_operation_duration_seconds",
+                "GenAI operation duration, in seconds (OpenTelemetry GenAI).",
+                GENAI,
+                &buckets.duration,
+            )?,
+            genai_first_chunk: histogram(
+                "gen_ai_client_operation_time_to_first_chunk_seconds",
+                "Time to receive the first chunk of a streamed answer, in seconds (OpenTelemetry GenAI).",
+                GENAI,
+                &buckets.duration,
+            )?,
+            genai_per_chunk: histogram(
+                "gen_ai_client_operation_time_per_output_chunk_seconds",
+                "Time between output chunks of a streamed answer, in seconds (OpenTelemetry GenAI).",
+                GENAI,
+                &buckets.per_chunk,
+            )?,
+            registry,
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("tokentap_build_info", "tokentap's version; always 1."),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        metrics.registry.register(Box::new(build))?;
+        #[cfg(target_os = "linux")]
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(metrics)
+    }
+
+    pub fn request_started(&self, provider: &str) {
+        self.active.with_label_values(&[provider]).inc();
+    }
+
+    pub fn request_ended(&self, provider: &str) {
+        self.active.with_label_values(&[provider]).dec();
+    }
+
+    pub fn record_dropped(&self) {
+        self.records_dropped.inc();
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, record: &Record, notes: RecordNotes) {
+        let provider = record.provider.as_str();
+        let model = self
+            .models
+            .label(record.model.as_deref().or(record.response_model.as_deref()));
+        let model = model.as_str();
+        let endpoint = record.endpoint.as_str();
+        let stream = if record.stream { "true" } else { "false" };
+        let outcome = record.outcome.unwrap_or(Outcome::ProxyError).as_str();
+        self.requests
+            .with_label_values(&[provider, model, endpoint, stream, outcome])
+            .inc();
+        let u = &record.usage;
+        if record.usage_source != UsageSource::Missing {
+            for (kind, n) in [
+                ("prompt", u.prompt_tokens),
+                ("completion", u.completion_tokens),
+                ("cached", u.cached_tokens),
+                ("reasoning", u.reasoning_tokens),
+                ("cache_creation", u.cache_creation_tokens),
+            ] {
+                self.tokens
+                    .with_label_values(&[provider, model, kind])
+                    .inc_by(n);
+            }
+        }
+        if let Some(cost) = record.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+            self.cost.with_label_values(&[provider, model]).inc_by(cost);
+        }
+        match record.usage_source {
+            UsageSource::Missing if record.endpoint != Endpoint::Other => {
+                self.usage_missing
+                    .with_label_values(&[provider, model])
+                    .inc();
+            }
+            UsageSource::Estimated | UsageSource::Partial => {
+                self.usage_estimated
+                    .with_label_values(&[provider, model])
+                    .inc();
+            }
+            _ => {}
+        }
+        if notes.usage_inconsistent {
+            self.usage_inconsistent
+                .with_label_values(&[provider, model])
+                .inc();
+        }
+        if notes.sse_parse_errors > 0 {
+            self.sse_parse_errors
+                .with_label_values(&[provider])
+                .inc_by(notes.sse_parse_errors);
+        }
+        let seconds = record.duration_ms as f64 / 1000.0;
+        self.duration
+            .with_label_values(&[provider, model, endpoint, stream])
+            .observe(seconds);
+        if let Some(ttft) = record.ttft_ms {
+            self.ttft
+                .with_label_values(&[provider, model])
+                .observe(ttft as f64 / 1000.0);
+        }
+        let Some(operation) = operation_name(record.endpoint) else {
+            return;
+        };
+        let response_model = self
+            .models
+            .label(record.response_model.as_deref().or(record.model.as_deref()));
+        let genai = [operation, provider, model, response_model.as_str()];
+        self.genai_duration
+            .with_label_values(&genai)
+            .observe(seconds);
+        if record.usage_source != UsageSource::Missing {
+            let input = [&["input"][..], &genai[..]].concat();
+            self.genai_tokens
+                .with_label_values(&input)
+                .observe(u.prompt_tokens as f64);
+            if record.endpoint != Endpoint::Embeddings {
+                let output = [&["output"][..], &genai[..]].concat();
+                self.genai_tokens
+                    .with_label_values(&output)
+                    .observe(u.completion_tokens as f64);
+            }
+        }
+        if record.stream {
+            if let Some(ttft) = record.ttft_ms {
+                self.genai_first_chunk
+                    .with_label_values(&genai)
+                    .observe(ttft as f64 / 1000.0);
+            }
+            if let (Some(decode), true) = (record.decode_ms, record.chunks > 1) {
+                let per_chunk = decode as f64 / 1000.0 / (record.chunks - 1) as f64;
+                self.genai_per_chunk
+                    .with_label_values(&genai)
+                    .observe(per_chunk);
+            }
+        }
+    }
+
+    /// The text exposition of everything registered.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 << 10);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The GenAI convention's `gen_ai.operation.name` for an endpoint.
+fn operation_name(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => Some("chat"),
+        Endpoint::Completions => Some("text_completion"),
+        Endpoint::Embeddings => Some("embeddings"),
+        Endpoint::Other => None,
+    }
+}

@@ -1,0 +1,61 @@
+//! Bounded label values. Model names come from clients and providers, so only the first
+//! `max_models` distinct ones become label values; the rest are reported as `other`.
+
+use std::collections::HashSet;
+
+use parking_lot::Mutex;
+
+/// The label value used once the cap is reached.
+pub const OTHER: &str = "other";
+
+pub struct ModelLabels {
+    // Touched by the recorder thread when a record is written, and by scrapes never: a plain
+    // mutex with no await inside.
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl ModelLabels {
+    pub fn new(max: usize) -> ModelLabels {
+        ModelLabels {
+            seen: Mutex::new(HashSet::new()),
+            max,
+        }
+    }
+
+    /// The label value for `model`: itself while there is room, else `other`.
+    pub fn label(&self, model: Option<&str>) -> String {
+        let Some(model) = model.filter(|m| !m.is_empty()) else {
+            return "unknown".to_owned();
+        };
+        let mut seen = self.seen.lock();
+        if seen.contains(model) {
+            return model.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(model.to_owned());
+            return model.to_owned();
+        }
+        OTHER.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_distinct_values() {
+        let labels = ModelLabels::new(2);
+        assert_eq!(labels.label(Some("a")), "a");
+        assert_eq!(labels.label(Some("b")), "b");
+        assert_eq!(labels.label(Some("c")), OTHER);
+        assert_eq!(labels.label(Some("a")), "a");
+        assert_eq!(labels.label(None), "unknown");
+        let many = ModelLabels::new(200);
+        let distinct: HashSet<String> = (0..10_000)
+            .map(|i| many.label(Some(&format!("m{i}"))))
+            .collect();
+        assert_eq!(distinct.len(), 201);
+    }
+}

@@ -1,0 +1,78 @@
+use std::time::Duration;
+
+use super::*;
+use crate::metrics::{Buckets, Metrics};
+use crate::record::{Endpoint, Outcome};
+
+fn tracker() -> Tracker {
+    let metrics =
+        Metrics::new(prometheus::Registry::new(), 10, &Buckets::default()).expect("metrics");
+    Tracker::start(100, Arc::new(metrics)).expect("tracker")
+}
+
+fn start(id: &str) -> RequestStart {
+    RequestStart {
+        id: id.into(),
+        provider: "p".into(),
+        model: Some("m".into()),
+        endpoint: Endpoint::Chat,
+        stream: false,
+        request_bytes: 0,
+        key_id: None,
+        user: None,
+        conversation_id: None,
+        tags: Default::default(),
+    }
+}
+
+fn settle(t: &Tracker) -> TrackerCounts {
+    for _ in 0..1000 {
+        let c = t.counts();
+        if c.active == 0 && c.started == c.recorded + c.dropped {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("never settled: {:?}", t.counts());
+}
+
+#[test]
+fn every_ending_makes_exactly_one_record() {
+    let t = tracker();
+    InFlight::start(&t, start("a"), None, None).fail(Outcome::ClientError, 413, "too big".into());
+    drop(InFlight::start(&t, start("b"), None, None));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _in_flight = InFlight::start(&t, start("c"), None, None);
+        panic!("handler bug");
+    }));
+    assert!(panicked.is_err());
+    let counts = settle(&t);
+    assert_eq!(counts.started, 3);
+    assert_eq!(counts.recorded, 3);
+    let outcome = |id: &str| t.get(id).expect("recorded").outcome;
+    assert_eq!(outcome("a"), Some(Outcome::ClientError));
+    assert_eq!(outcome("b"), Some(Outcome::Cancelled));
+    assert_eq!(outcome("c"), Some(Outcome::ProxyError));
+    let exposition = String::from_utf8(t.metrics().render().expect("render")).expect("utf8");
+    assert!(
+        exposition.contains("tokentap_active_requests{provider=\"p\"} 0"),
+        "{exposition}"
+    );
+}
+
+#[test]
+fn the_ring_keeps_the_newest_records() {
+    let metrics =
+        Metrics::new(prometheus::Registry::new(), 10, &Buckets::default()).expect("metrics");
+    let t = Tracker::start(3, Arc::new(metrics)).expect("tracker");
+    for i in 0..5 {
+        InFlight::start(&t, start(&format!("r{i}")), None, None).fail(
+            Outcome::ClientError,
+            400,
+            "x".into(),
+        );
+    }
+    settle(&t);
+    let ids: Vec<String> = t.recent().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, ["r4", "r3", "r2"]);
+}
