@@ -344,3 +344,69 @@ fn operation_name(endpoint: Endpoint) -> Option<&'static str> {
         Endpoint::Other => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::usage::Usage;
+
+    fn record(model: String) -> Record {
+        Record {
+            id: "r".into(),
+            started_at: time::OffsetDateTime::UNIX_EPOCH,
+            finished_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            provider: "p".into(),
+            model: Some(model),
+            response_model: None,
+            endpoint: Endpoint::Chat,
+            stream: true,
+            outcome: Some(Outcome::Ok),
+            status_code: Some(200),
+            error: None,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                total_tokens: 5,
+                ..Usage::default()
+            },
+            raw_usage: None,
+            usage_source: UsageSource::Upstream,
+            cost_usd: Some(0.5),
+            upstream_request_id: None,
+            duration_ms: 1500,
+            ttft_ms: Some(200),
+            decode_ms: Some(900),
+            chunks: 10,
+            request_bytes: 1,
+            response_bytes: 1,
+            tool_calls: 0,
+            key_id: None,
+            user: None,
+            conversation_id: None,
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn ten_thousand_client_models_stay_under_the_cap() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(registry.clone(), 200, &Buckets::default()).expect("metrics");
+        for i in 0..10_000 {
+            metrics.observe(&record(format!("model-{i}")), RecordNotes::default());
+        }
+        for family in registry.gather() {
+            if family.get_name() == "tokentap_requests_total" {
+                // 200 models plus `other`.
+                assert_eq!(family.get_metric().len(), 201);
+            }
+        }
+        let text = String::from_utf8(metrics.render().expect("render")).expect("utf8");
+        assert!(text.contains("model=\"other\""));
+        assert!(text.contains(
+            "tokentap_tokens_total{model=\"other\",provider=\"p\",type=\"prompt\"} 29400"
+        ));
+        assert!(text.contains("tokentap_cost_usd_total{model=\"other\",provider=\"p\"} 4900"));
+        // 900 ms over 9 gaps between 10 chunks: 0.1 s per chunk.
+        assert!(text.contains("gen_ai_client_operation_time_per_output_chunk_seconds_sum{gen_ai_operation_name=\"chat\""));
+    }
+}
