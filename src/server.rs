@@ -29,18 +29,23 @@ pub struct Listeners {
 pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = ()>) {
     let stop_proxy = CancellationToken::new();
     let stop_admin = CancellationToken::new();
-    let mut proxy = tokio::spawn(accept_loop(
-        listeners.proxy,
-        app.clone(),
-        stop_proxy.clone(),
-        Role::Proxy,
-    ));
-    let mut admin = tokio::spawn(accept_loop(
-        listeners.admin,
-        app.clone(),
-        stop_admin.clone(),
-        Role::Admin,
-    ));
+    // Cancelled at the drain timeout: proxy connections still open are cut, and each request's
+    // record says it ended early.
+    let cut_proxy = CancellationToken::new();
+    let proxy_loop = AcceptLoop {
+        app: app.clone(),
+        stop: stop_proxy.clone(),
+        cut: cut_proxy.clone(),
+        role: Role::Proxy,
+    };
+    let admin_loop = AcceptLoop {
+        app: app.clone(),
+        stop: stop_admin.clone(),
+        cut: stop_admin.clone(),
+        role: Role::Admin,
+    };
+    let mut proxy = tokio::spawn(proxy_loop.run(listeners.proxy));
+    let mut admin = tokio::spawn(admin_loop.run(listeners.admin));
     tokio::select! {
         _ = &mut proxy => {}
         _ = &mut admin => {}
@@ -62,7 +67,8 @@ pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = 
             timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
             "drain timeout reached; cutting remaining requests"
         );
-        proxy.abort();
+        cut_proxy.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut proxy).await;
     }
     stop_admin.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
@@ -74,72 +80,93 @@ enum Role {
     Admin,
 }
 
-/// Accepts until `stop`, then waits for the connections it started to finish.
-async fn accept_loop(listener: TcpListener, app: App, stop: CancellationToken, role: Role) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true)
-        .max_buf_size(app.settings().max_header_bytes.max(8192) * 4);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX),
-        );
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let io = TokioIo::new(stream);
-        match role {
-            Role::Proxy => {
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            proxy::handle_guarded(app, req, peer).await,
-                        )
-                    }
-                });
-                let conn = builder.serve_connection(io, service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(log_connection_error(conn, peer));
-            }
-            Role::Admin => {
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(admin::handle(app, req).await) }
-                });
-                let conn = builder.serve_connection(io, service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(log_connection_error(conn, peer));
-            }
-        }
-    }
-    drop(listener);
-    graceful.shutdown().await;
+struct AcceptLoop {
+    app: App,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    role: Role,
 }
 
-async fn log_connection_error<E: std::fmt::Display>(
+impl AcceptLoop {
+    /// Accepts until `stop`, then waits for the connections it started to finish (or `cut`).
+    async fn run(self, listener: TcpListener) {
+        let AcceptLoop {
+            app,
+            stop,
+            cut,
+            role,
+        } = self;
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true)
+            .max_buf_size(app.settings().max_header_bytes.max(8192) * 4);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX),
+            );
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let io = TokioIo::new(stream);
+            match role {
+                Role::Proxy => {
+                    let service = service_fn(move |req| {
+                        let app = app.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                proxy::handle_guarded(app, req, peer).await,
+                            )
+                        }
+                    });
+                    let conn = builder.serve_connection(io, service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(serve_until_cut(conn, peer, cut.clone()));
+                }
+                Role::Admin => {
+                    let service = service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin::handle(app, req).await) }
+                    });
+                    let conn = builder.serve_connection(io, service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(serve_until_cut(conn, peer, cut.clone()));
+                }
+            }
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
+}
+
+async fn serve_until_cut<E: std::fmt::Display>(
     conn: impl Future<Output = Result<(), E>>,
     peer: SocketAddr,
+    cut: CancellationToken,
 ) {
-    if let Err(err) = conn.await {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    tokio::select! {
+        result = conn => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        }
+        () = cut.cancelled() => tracing::debug!(%peer, "connection cut at the drain timeout"),
     }
 }

@@ -268,6 +268,21 @@ impl Proxy {
         records.into_iter().next().unwrap()
     }
 
+    /// Starts the graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits for `run` to return after a shutdown began.
+    pub async fn wait_stopped(&mut self) {
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(30), done)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(done) = self.done.take() {
