@@ -8,9 +8,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::DisconnectPolicy;
 use crate::config::{ProviderConfig, Settings};
+use crate::cost::PriceTable;
 use crate::metering::Drainer;
 use crate::metrics::Metrics;
+use crate::proxy::KeyNames;
 use crate::tracker::Tracker;
+use crate::tracker::TrackerParts;
 
 /// A provider and its connection pool.
 pub struct Upstream {
@@ -27,6 +30,7 @@ struct Inner {
     upstreams: Vec<Upstream>,
     tracker: Tracker,
     drainer: Option<Drainer>,
+    key_names: KeyNames,
     draining: AtomicBool,
     tasks: TaskTracker,
 }
@@ -40,6 +44,8 @@ pub enum StartError {
     },
     #[error("no provider configured")]
     NoProvider,
+    #[error("prices: {0}")]
+    Prices(String),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the recorder thread: {0}")]
@@ -82,15 +88,19 @@ impl App {
             .then(|| Drainer::new(settings.max_drains, settings.drain_max, tasks.clone()));
         Ok(App(Arc::new(Inner {
             provider_configs: settings.providers.clone(),
-            tracker: Tracker::start(
-                settings.max_records,
-                Arc::new(Metrics::new(
+            tracker: Tracker::start(TrackerParts {
+                max_records: settings.max_records,
+                max_models: settings.max_models,
+                max_subscribers: settings.max_subscribers,
+                metrics: Arc::new(Metrics::new(
                     registry,
                     settings.max_models,
                     &settings.buckets,
                 )?),
-            )
+                prices: Arc::new(load_prices(&settings)?),
+            })
             .map_err(StartError::Recorder)?,
+            key_names: settings.keys.iter().cloned().collect(),
             settings,
             upstreams,
             drainer,
@@ -116,6 +126,10 @@ impl App {
         &self.0.tracker
     }
 
+    pub fn key_names(&self) -> &KeyNames {
+        &self.0.key_names
+    }
+
     pub fn drainer(&self) -> Option<&Drainer> {
         self.0.drainer.as_ref()
     }
@@ -132,4 +146,20 @@ impl App {
     pub fn start_draining(&self) {
         self.0.draining.store(true, Ordering::Relaxed);
     }
+}
+
+fn load_prices(settings: &Settings) -> Result<PriceTable, StartError> {
+    let text = match &settings.prices {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::Prices(format!("cannot read {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
+    PriceTable::load(
+        text.as_ref()
+            .map(|(name, text)| (name.as_str(), text.as_str())),
+    )
+    .map_err(|e| StartError::Prices(e.to_string()))
 }

@@ -100,6 +100,14 @@ pub struct Cli {
     #[arg(long, env = "TOKENTAP_DEMO_PACING", value_name = "PACING")]
     pub demo_pacing: Option<DemoPacing>,
 
+    /// A price table (TOML, same format as config/prices.toml) tried before the built-in one.
+    #[arg(long, env = "TOKENTAP_PRICES", value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Most live-feed (/api/active/stream) subscribers at once [default: 64].
+    #[arg(long, env = "TOKENTAP_MAX_SUBSCRIBERS", value_name = "N")]
+    pub max_subscribers: Option<usize>,
+
     /// Completed records kept in memory [default: 10000].
     #[arg(long, env = "TOKENTAP_MAX_RECORDS", value_name = "N")]
     pub max_records: Option<usize>,

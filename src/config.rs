@@ -3,6 +3,7 @@
 //! config stops the process with one line naming the field instead of failing a request later.
 
 mod file;
+mod keys;
 mod provider;
 mod size;
 
@@ -84,6 +85,10 @@ pub struct Settings {
     pub demo: bool,
     pub demo_pacing: DemoPacing,
     pub max_records: usize,
+    pub prices: Option<std::path::PathBuf>,
+    pub max_subscribers: usize,
+    /// Known API keys by SHA-256, and the name `key_id` shows for each.
+    pub keys: Vec<([u8; 32], String)>,
     pub max_models: usize,
     pub buckets: Buckets,
     pub sse_heartbeat: Duration,
@@ -156,6 +161,9 @@ impl Settings {
             demo: cli.demo || file.demo.unwrap_or(false),
             demo_pacing: cli.demo_pacing.or(file.demo_pacing).unwrap_or_default(),
             max_records: cli.max_records.or(file.max_records).unwrap_or(10_000),
+            prices: cli.prices.clone().or(file.prices),
+            max_subscribers: cli.max_subscribers.or(file.max_subscribers).unwrap_or(64),
+            keys: keys::build_all(&file.keys, env)?,
             max_models: cli.max_models.or(file.max_models).unwrap_or(200),
             buckets: file.metrics.map(|m| m.buckets()).unwrap_or_default(),
             sse_heartbeat: dur(cli.sse_heartbeat, file.sse_heartbeat, secs(15)),

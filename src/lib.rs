@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod demo;
 pub mod error;
 pub mod metering;

@@ -395,7 +395,7 @@ mod tests {
             metrics.observe(&record(format!("model-{i}")), RecordNotes::default());
         }
         for family in registry.gather() {
-            if family.get_name() == "tokentap_requests_total" {
+            if family.name() == "tokentap_requests_total" {
                 // 200 models plus `other`.
                 assert_eq!(family.get_metric().len(), 201);
             }

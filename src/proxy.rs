@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use attribution::attribute;
-pub use attribution::fingerprint;
+pub use attribution::{KeyNames, fingerprint};
 use headers::{header_bytes, strip_hop_by_hop, upstream_request_headers};
 
 use crate::app::{App, Upstream};
@@ -131,6 +131,7 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
     let who = attribute(
         &parts.headers,
         facts.as_ref().and_then(|f| f.user.as_deref()),
+        app.key_names(),
     );
     let request_bytes = body_bytes.as_ref().map_or_else(
         || content_length(&parts.headers).unwrap_or(0),
@@ -297,7 +298,7 @@ fn answer_early(
         .or_else(|| app.provider_configs().first())
         .map(|p| p.name.clone())
         .unwrap_or_default();
-    let who = attribute(headers, None);
+    let who = attribute(headers, None, app.key_names());
     let start = RequestStart {
         id: new_request_id(),
         provider,

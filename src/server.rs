@@ -44,6 +44,10 @@ pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = 
         cut: stop_admin.clone(),
         role: Role::Admin,
     };
+    let progress = tokio::spawn(crate::tracker::feed::publish_progress(
+        app.tracker().clone(),
+        stop_admin.clone(),
+    ));
     let mut proxy = tokio::spawn(proxy_loop.run(listeners.proxy));
     let mut admin = tokio::spawn(admin_loop.run(listeners.admin));
     tokio::select! {
@@ -72,6 +76,7 @@ pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = 
     }
     stop_admin.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+    let _ = progress.await;
 }
 
 #[derive(Clone, Copy)]

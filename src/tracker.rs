@@ -1,21 +1,28 @@
-//! The tracker: requests in flight (a sharded map, touched once at start and once at the end)
-//! and completed records (a bounded ring). Finished requests are handed to a recorder thread
-//! through a bounded queue that the request path never waits on; the recorder does the slow
-//! part (normalising, estimating with a tokenizer) off every stream's path.
+//! The tracker: requests in flight (a sharded map, touched once at start and once at the end),
+//! completed records (a bounded ring) and running totals. Finished requests are handed to a
+//! recorder thread through a bounded queue that the request path never waits on; the recorder
+//! does the slow part (normalising, estimating with a tokenizer, pricing) off every stream's path.
 
+pub mod feed;
 mod in_flight;
 mod recorder;
+pub mod totals;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use time::OffsetDateTime;
 
+pub use feed::{Feed, FeedEvent};
 pub use in_flight::{Active, BodyEnd, InFlight, RequestStart};
 pub(crate) use recorder::Finished;
+pub use totals::{Totals, TotalsTree};
 
+use crate::cost::PriceTable;
+use crate::metrics::labels::ModelLabels;
 use crate::metrics::{Metrics, RecordNotes};
 use crate::record::Record;
 
@@ -25,6 +32,15 @@ const QUEUE: usize = 65_536;
 /// A cheap-to-clone handle on the shared tracker.
 #[derive(Clone)]
 pub struct Tracker(Arc<Inner>);
+
+/// What the tracker is built with.
+pub struct TrackerParts {
+    pub max_records: usize,
+    pub max_models: usize,
+    pub max_subscribers: usize,
+    pub metrics: Arc<Metrics>,
+    pub prices: Arc<PriceTable>,
+}
 
 struct Inner {
     active: DashMap<u64, Arc<Active>>,
@@ -38,6 +54,12 @@ struct Inner {
     recorded: AtomicU64,
     dropped: AtomicU64,
     metrics: Arc<Metrics>,
+    prices: Arc<PriceTable>,
+    // Written by the recorder thread once per record; read by totals queries. No await inside.
+    totals: Mutex<TotalsTree>,
+    totals_models: ModelLabels,
+    since: OffsetDateTime,
+    feed: Feed,
 }
 
 /// Counters that prove no request was lost: `started == recorded + dropped + active`.
@@ -51,12 +73,24 @@ pub struct TrackerCounts {
 
 impl Tracker {
     /// Starts the tracker and its recorder thread (which ends when the last handle is dropped).
-    pub fn start(max_records: usize, metrics: Arc<Metrics>) -> std::io::Result<Tracker> {
+    pub fn start(parts: TrackerParts) -> std::io::Result<Tracker> {
+        let TrackerParts {
+            max_records,
+            max_models,
+            max_subscribers,
+            metrics,
+            prices,
+        } = parts;
         let (queue, receiver) = std::sync::mpsc::sync_channel(QUEUE);
         let tracker = Tracker(Arc::new(Inner {
             active: DashMap::new(),
             completed: RwLock::new(VecDeque::with_capacity(max_records.min(1 << 16))),
             max_records,
+            prices,
+            totals: Mutex::new(TotalsTree::default()),
+            totals_models: ModelLabels::new(max_models),
+            since: OffsetDateTime::now_utc(),
+            feed: Feed::new(max_subscribers),
             queue,
             next_seq: AtomicU64::new(1),
             started: AtomicU64::new(0),
@@ -117,8 +151,45 @@ impl Tracker {
         &self.0.metrics
     }
 
+    pub fn feed(&self) -> &Feed {
+        &self.0.feed
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.0.prices
+    }
+
+    /// When the totals started counting (the process start).
+    pub fn since(&self) -> OffsetDateTime {
+        self.0.since
+    }
+
+    /// The running totals; with `include_active`, requests in flight count as they stand.
+    pub fn totals(&self, include_active: bool) -> TotalsTree {
+        let mut tree = self.0.totals.lock().clone();
+        if include_active {
+            for record in self.active() {
+                let key = self.0.totals_models.label(record.model.as_deref());
+                tree.add(&record, &key);
+            }
+        }
+        tree
+    }
+
+    /// The live entry of a request in flight.
+    pub fn active_entries(&self) -> Vec<Arc<Active>> {
+        self.0
+            .active
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
     fn insert_active(&self, active: Arc<Active>) {
         self.0.metrics.request_started(&active.start.provider);
+        if self.0.feed.watched() {
+            self.0.feed.publish(FeedEvent::Started, &active.snapshot());
+        }
         self.0.started.fetch_add(1, Ordering::AcqRel);
         self.0.active.insert(active.seq, active);
     }
@@ -144,6 +215,14 @@ impl Tracker {
 
     fn store(&self, record: Record, notes: RecordNotes, seq: u64) {
         self.0.metrics.observe(&record, notes);
+        let model_key = self
+            .0
+            .totals_models
+            .label(record.model.as_deref().or(record.response_model.as_deref()));
+        self.0.totals.lock().add(&record, &model_key);
+        if self.0.feed.watched() {
+            self.0.feed.publish(FeedEvent::Finished, &record);
+        }
         let record = Arc::new(record);
         {
             let mut ring = self.0.completed.write();

@@ -22,7 +22,12 @@ const TOTAL: usize = 100 * MIB;
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,19 +43,24 @@ async fn a_hundred_mebibytes_stream_both_ways_in_bounded_memory() {
             let (stream, _) = listener.accept().await.unwrap();
             let (counter, block) = (counter.clone(), block.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (counter, block) = (counter.clone(), block.clone());
-                    async move {
-                        let mut body = req.into_body();
-                        while let Some(frame) = body.frame().await {
-                            if let Ok(data) = frame.unwrap().into_data() {
-                                counter.fetch_add(data.len() as u64, Ordering::SeqCst);
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (counter, block) = (counter.clone(), block.clone());
+                        async move {
+                            let mut body = req.into_body();
+                            while let Some(frame) = body.frame().await {
+                                if let Ok(data) = frame.unwrap().into_data() {
+                                    counter.fetch_add(data.len() as u64, Ordering::SeqCst);
+                                }
                             }
+                            let chunks = futures::stream::iter(
+                                (0..TOTAL / MIB)
+                                    .map(move |_| Ok::<_, Infallible>(Frame::data(block.clone()))),
+                            );
+                            Ok::<_, Infallible>(hyper::Response::new(StreamBody::new(chunks)))
                         }
-                        let chunks = futures::stream::iter((0..TOTAL / MIB).map(move |_| Ok::<_, Infallible>(Frame::data(block.clone()))));
-                        Ok::<_, Infallible>(hyper::Response::new(StreamBody::new(chunks)))
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -59,7 +69,9 @@ async fn a_hundred_mebibytes_stream_both_ways_in_bounded_memory() {
     });
     let proxy = Proxy::start(&["--upstream", &upstream, "--max-body", "200MiB"], "").await;
     let before = peak_rss();
-    let upload = futures::stream::iter((0..TOTAL / MIB).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; MIB]))));
+    let upload = futures::stream::iter(
+        (0..TOTAL / MIB).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; MIB]))),
+    );
     let response = proxy
         .client
         .post(proxy.url("/v1/files"))
@@ -77,7 +89,11 @@ async fn a_hundred_mebibytes_stream_both_ways_in_bounded_memory() {
     assert_eq!(downloaded, TOTAL);
     let grown = peak_rss().saturating_sub(before);
     // 200 MiB moved; buffering either body whole would show as 100 MiB or more.
-    assert!(grown < 48 * MIB as u64, "peak RSS grew by {} MiB", grown / MIB as u64);
+    assert!(
+        grown < 48 * MIB as u64,
+        "peak RSS grew by {} MiB",
+        grown / MIB as u64
+    );
     let record = proxy.only_record().await;
     assert_eq!(record["endpoint"], "other");
     assert_eq!(record["response_bytes"], TOTAL as u64);

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 /// Mixed traffic of every kind and ending through the demo upstream.
 async fn busy(proxy: &Proxy) {
     let chat = |model: &str, stream: bool, max: u32| json!({"model": model, "stream": stream, "max_tokens": max, "messages": [{"role": "user", "content": "count the words here"}]});
-    let calls: Vec<(&str, Value, Option<(&str, &str)>)> = vec![
+    type Call = (&'static str, Value, Option<(&'static str, &'static str)>);
+    let calls: Vec<Call> = vec![
         ("/v1/chat/completions", chat("gpt-4o-mini", false, 5), None),
         ("/v1/chat/completions", chat("gpt-4o-mini", true, 9), None),
         ("/v1/chat/completions", chat("gpt-4o", true, 3), None),
@@ -223,7 +224,8 @@ async fn metrics_can_have_their_own_token() {
     assert_eq!(api.status(), 401, "the metrics token opens /metrics only");
 }
 
-struct Server(std::process::Child, tempfile::TempDir);
+/// A Prometheus server process and its data directory, both gone on drop.
+struct Server(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Server {
     fn drop(&mut self) {

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub demo: Option<bool>,
     pub demo_pacing: Option<DemoPacing>,
     pub max_records: Option<usize>,
+    pub prices: Option<std::path::PathBuf>,
+    pub max_subscribers: Option<usize>,
     pub max_models: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     pub sse_heartbeat: Option<humantime::Duration>,
@@ -46,6 +48,18 @@ pub struct FileConfig {
     #[serde(default)]
     pub providers: Vec<ProviderFile>,
     pub metrics: Option<MetricsFile>,
+    #[serde(default)]
+    pub keys: Vec<KeyFile>,
+}
+
+/// One `[[keys]]` entry: a name that `key_id` shows for a known API key, given as the key's
+/// SHA-256 (hex) or as the environment variable holding the key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub name: Option<String>,
+    pub sha256: Option<String>,
+    pub env: Option<String>,
 }
 
 /// `[metrics]`: histogram bucket boundaries; each list replaces the default.

@@ -18,7 +18,10 @@ pub struct Attribution {
 const MAX_LEN: usize = 256;
 const MAX_TAGS: usize = 32;
 
-pub fn attribute(headers: &HeaderMap, body_user: Option<&str>) -> Attribution {
+/// Names of known keys by their SHA-256 (`[[keys]]`).
+pub type KeyNames = std::collections::HashMap<[u8; 32], String>;
+
+pub fn attribute(headers: &HeaderMap, body_user: Option<&str>, names: &KeyNames) -> Attribution {
     let text = |name: &str| {
         headers
             .get(name)
@@ -44,7 +47,7 @@ pub fn attribute(headers: &HeaderMap, body_user: Option<&str>) -> Attribution {
         })
         .filter(|k| !k.is_empty());
     Attribution {
-        key_id: key.map(fingerprint),
+        key_id: key.map(|k| key_id(k, names)),
         user: body_user
             .filter(|u| !u.is_empty())
             .map(clip)
@@ -56,9 +59,21 @@ pub fn attribute(headers: &HeaderMap, body_user: Option<&str>) -> Attribution {
     }
 }
 
+/// The key's configured name, else its fingerprint.
+fn key_id(key: &str, names: &KeyNames) -> String {
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    match names.get(&digest) {
+        Some(name) => name.clone(),
+        None => fingerprint_of(&digest),
+    }
+}
+
 /// `key_` and the first 12 hex digits of the key's SHA-256.
 pub fn fingerprint(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
+    fingerprint_of(&Sha256::digest(key.as_bytes()).into())
+}
+
+fn fingerprint_of(digest: &[u8; 32]) -> String {
     let mut out = String::from("key_");
     for byte in &digest[..6] {
         out.push_str(&format!("{byte:02x}"));
@@ -97,17 +112,35 @@ mod tests {
             "team=search, env=prod,bad".parse().expect("v"),
         );
         h.insert("x-tokentap-user", "header-user".parse().expect("v"));
-        let a = attribute(&h, Some("body-user"));
+        let a = attribute(&h, Some("body-user"), &KeyNames::new());
         let key_id = a.key_id.clone().expect("key id");
         assert!(key_id.starts_with("key_") && key_id.len() == 16 && !key_id.contains("canary"));
-        assert_eq!(a.key_id, attribute(&h, None).key_id, "stable");
+        assert_eq!(
+            a.key_id,
+            attribute(&h, None, &KeyNames::new()).key_id,
+            "stable"
+        );
         assert_eq!(a.user.as_deref(), Some("body-user"));
-        assert_eq!(attribute(&h, None).user.as_deref(), Some("header-user"));
+        assert_eq!(
+            attribute(&h, None, &KeyNames::new()).user.as_deref(),
+            Some("header-user")
+        );
         assert_eq!(a.conversation_id.as_deref(), Some("s1"));
         assert_eq!(a.tags.get("team").map(String::as_str), Some("search"));
         assert_eq!(a.tags.len(), 2);
         let mut h2 = HeaderMap::new();
         h2.insert("x-api-key", "sk-ant".parse().expect("v"));
-        assert_eq!(attribute(&h2, None).key_id, Some(fingerprint("sk-ant")));
+        assert_eq!(
+            attribute(&h2, None, &KeyNames::new()).key_id,
+            Some(fingerprint("sk-ant"))
+        );
+        let names = KeyNames::from([(
+            Sha256::digest(b"sk-ant").into(),
+            "anthropic-batch".to_owned(),
+        )]);
+        assert_eq!(
+            attribute(&h2, None, &names).key_id.as_deref(),
+            Some("anthropic-batch")
+        );
     }
 }

@@ -61,6 +61,19 @@ pub struct Active {
 }
 
 impl Active {
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn stream(&self) -> bool {
+        self.start.stream
+    }
+
+    /// Response frames so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> Record {
         let now = Instant::now();
         let response = self.response.lock().clone();

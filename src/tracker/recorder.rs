@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::in_flight::{Active, BodyEnd, Ending, millis};
 use super::{Inner, Tracker};
+use crate::cost::PriceTable;
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
 use crate::metering::usage::{Usage, UsageFamily, normalize};
@@ -43,7 +44,8 @@ pub(super) fn spawn(
                 };
                 let tracker = Tracker(inner);
                 let seq = finished.active.seq;
-                let (record, notes) = build_record(finished);
+                let (mut record, notes) = build_record(finished);
+                record.cost_usd = price(tracker.prices(), &record);
                 log_record(&record);
                 tracker.store(record, notes, seq);
             }
@@ -144,6 +146,18 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
         None => record.usage_source = UsageSource::Missing,
     }
     (record, notes)
+}
+
+/// The record's cost, when its usage is known and its model has a price.
+fn price(prices: &PriceTable, r: &Record) -> Option<f64> {
+    if r.usage_source == UsageSource::Missing {
+        return None;
+    }
+    let model = r.response_model.as_deref().or(r.model.as_deref())?;
+    let price = prices
+        .price(model)
+        .or_else(|| r.model.as_deref().and_then(|m| prices.price(m)))?;
+    Some(price.cost(&r.usage))
 }
 
 /// The one log line of a request. Never a key: records hold only fingerprints.

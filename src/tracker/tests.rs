@@ -1,13 +1,25 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cost::PriceTable;
 use crate::metrics::{Buckets, Metrics};
 use crate::record::{Endpoint, Outcome};
 
-fn tracker() -> Tracker {
+fn tracker_with(max_records: usize) -> Tracker {
     let metrics =
         Metrics::new(prometheus::Registry::new(), 10, &Buckets::default()).expect("metrics");
-    Tracker::start(100, Arc::new(metrics)).expect("tracker")
+    Tracker::start(TrackerParts {
+        max_records,
+        max_models: 10,
+        max_subscribers: 1,
+        metrics: Arc::new(metrics),
+        prices: Arc::new(PriceTable::load(None).expect("prices")),
+    })
+    .expect("tracker")
+}
+
+fn tracker() -> Tracker {
+    tracker_with(100)
 }
 
 fn start(id: &str) -> RequestStart {
@@ -62,9 +74,7 @@ fn every_ending_makes_exactly_one_record() {
 
 #[test]
 fn the_ring_keeps_the_newest_records() {
-    let metrics =
-        Metrics::new(prometheus::Registry::new(), 10, &Buckets::default()).expect("metrics");
-    let t = Tracker::start(3, Arc::new(metrics)).expect("tracker");
+    let t = tracker_with(3);
     for i in 0..5 {
         InFlight::start(&t, start(&format!("r{i}")), None, None).fail(
             Outcome::ClientError,

@@ -1,0 +1,217 @@
+//! Running totals, kept incrementally per provider → model → streaming / non-streaming as each
+//! record is written, so a totals query never scans the records.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::record::{Outcome, Record, UsageSource};
+
+/// Sums over a set of records. Averages are derived when serialised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub cancelled: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub usage_missing: u64,
+    pub estimated: u64,
+    pub partial: u64,
+    /// Requests with a known cost, and requests without one (unpriced models).
+    pub cost_usd: f64,
+    pub unpriced: u64,
+    /// Successful answers that reported zero tokens: a data-quality signal.
+    pub zero_token_ok: u64,
+    duration_ms_sum: u64,
+    ttft_ms_sum: u64,
+    ttft_count: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, r: &Record) {
+        self.requests += 1;
+        match r.outcome {
+            Some(Outcome::Ok) => self.ok += 1,
+            Some(Outcome::Cancelled) => self.cancelled += 1,
+            Some(
+                Outcome::ClientError
+                | Outcome::UpstreamError
+                | Outcome::Timeout
+                | Outcome::ProxyError,
+            ) => self.errors += 1,
+            None => {}
+        }
+        let u = &r.usage;
+        self.prompt_tokens += u.prompt_tokens;
+        self.completion_tokens += u.completion_tokens;
+        self.total_tokens += u.total_tokens;
+        self.cached_tokens += u.cached_tokens;
+        self.reasoning_tokens += u.reasoning_tokens;
+        self.cache_creation_tokens += u.cache_creation_tokens;
+        match r.usage_source {
+            UsageSource::Missing => self.usage_missing += 1,
+            UsageSource::Estimated => self.estimated += 1,
+            UsageSource::Partial => self.partial += 1,
+            UsageSource::Upstream => {}
+        }
+        match r.cost_usd {
+            Some(cost) => self.cost_usd += cost,
+            None if r.usage_source != UsageSource::Missing && u.total_tokens > 0 => {
+                self.unpriced += 1
+            }
+            None => {}
+        }
+        if r.outcome == Some(Outcome::Ok)
+            && u.total_tokens == 0
+            && r.endpoint != crate::record::Endpoint::Other
+        {
+            self.zero_token_ok += 1;
+        }
+        self.duration_ms_sum += r.duration_ms;
+        if let Some(ttft) = r.ttft_ms {
+            self.ttft_ms_sum += ttft;
+            self.ttft_count += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &Totals) {
+        self.requests += o.requests;
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.cancelled += o.cancelled;
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.total_tokens += o.total_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.reasoning_tokens += o.reasoning_tokens;
+        self.cache_creation_tokens += o.cache_creation_tokens;
+        self.usage_missing += o.usage_missing;
+        self.estimated += o.estimated;
+        self.partial += o.partial;
+        self.cost_usd += o.cost_usd;
+        self.unpriced += o.unpriced;
+        self.zero_token_ok += o.zero_token_ok;
+        self.duration_ms_sum += o.duration_ms_sum;
+        self.ttft_ms_sum += o.ttft_ms_sum;
+        self.ttft_count += o.ttft_count;
+    }
+
+    pub fn avg_duration_ms(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.duration_ms_sum as f64 / self.requests as f64)
+    }
+
+    pub fn avg_ttft_ms(&self) -> Option<f64> {
+        (self.ttft_count > 0).then(|| self.ttft_ms_sum as f64 / self.ttft_count as f64)
+    }
+}
+
+impl Serialize for Totals {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out {
+            requests: u64,
+            ok: u64,
+            errors: u64,
+            cancelled: u64,
+            prompt_tokens: u64,
+            completion_tokens: u64,
+            total_tokens: u64,
+            cached_tokens: u64,
+            reasoning_tokens: u64,
+            cache_creation_tokens: u64,
+            usage_missing: u64,
+            estimated: u64,
+            partial: u64,
+            cost_usd: f64,
+            unpriced: u64,
+            zero_token_ok: u64,
+            avg_duration_ms: Option<f64>,
+            avg_ttft_ms: Option<f64>,
+        }
+        Out {
+            requests: self.requests,
+            ok: self.ok,
+            errors: self.errors,
+            cancelled: self.cancelled,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cached_tokens: self.cached_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            cache_creation_tokens: self.cache_creation_tokens,
+            usage_missing: self.usage_missing,
+            estimated: self.estimated,
+            partial: self.partial,
+            // Rounded to a micro-dollar so sums of floats read cleanly.
+            cost_usd: (self.cost_usd * 1e6).round() / 1e6,
+            unpriced: self.unpriced,
+            zero_token_ok: self.zero_token_ok,
+            avg_duration_ms: self.avg_duration_ms(),
+            avg_ttft_ms: self.avg_ttft_ms(),
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelTotals {
+    pub total: Totals,
+    pub streaming: Totals,
+    pub non_streaming: Totals,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProviderTotals {
+    pub total: Totals,
+    pub models: BTreeMap<String, ModelTotals>,
+}
+
+/// Totals for every provider and model; model keys are capped like metric labels.
+#[derive(Debug, Clone, Default)]
+pub struct TotalsTree {
+    pub total: Totals,
+    pub providers: BTreeMap<String, ProviderTotals>,
+}
+
+impl TotalsTree {
+    /// Adds a record under `model_key` (the bounded model name).
+    pub fn add(&mut self, r: &Record, model_key: &str) {
+        self.total.add(r);
+        let provider = self.providers.entry(r.provider.clone()).or_default();
+        provider.total.add(r);
+        let model = provider.models.entry(model_key.to_owned()).or_default();
+        model.total.add(r);
+        if r.stream {
+            model.streaming.add(r);
+        } else {
+            model.non_streaming.add(r);
+        }
+    }
+
+    /// The part whose provider and model names match; totals are re-summed from what is kept.
+    pub fn filtered(
+        &self,
+        provider: impl Fn(&str) -> bool,
+        model: impl Fn(&str) -> bool,
+    ) -> TotalsTree {
+        let mut out = TotalsTree::default();
+        for (name, p) in self.providers.iter().filter(|(name, _)| provider(name)) {
+            let mut kept = ProviderTotals::default();
+            for (m, t) in p.models.iter().filter(|(m, _)| model(m)) {
+                kept.total.merge(&t.total);
+                kept.models.insert(m.clone(), t.clone());
+            }
+            if !kept.models.is_empty() {
+                out.total.merge(&kept.total);
+                out.providers.insert(name.clone(), kept);
+            }
+        }
+        out
+    }
+}
