@@ -1,36 +1,25 @@
-//! The fast path for the events that make up almost every stream: content deltas. One
-//! multi-pattern scan finds the text fields; anything that might carry usage, an error or a tool
-//! call, or that the scan cannot fully account for, is left to the full JSON parse.
+//! The fast path for the events that make up almost every stream: content deltas. A few
+//! SIMD substring searches decide whether the event could carry usage, an error or a tool call
+//! (then it is left to the full JSON parse), and find the text values by their keys.
 
 use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
+use memchr::memmem::Finder;
 use tokio::time::Instant;
 
 use super::measurement::{Dialect, Measurement};
 
-const PATTERNS: &[&str] = &[
-    "\"usage\"",
-    "\"error\"",
-    "\"tool_calls\"",
-    "\"content\":\"",
-    "\"reasoning_content\":\"",
-    "\"reasoning\":\"",
-    "\"refusal\":\"",
-    "\"text\":\"",
-    "\"delta\":\"",
-    "\"partial_json\":\"",
-    "\"thinking\":\"",
-];
-const USAGE: usize = 0;
-const ERROR: usize = 1;
-const TOOL_CALLS: usize = 2;
-const CHAT_TEXT: &[usize] = &[3, 4, 5, 6];
-const COMPLETION_TEXT: &[usize] = &[7];
-const RESPONSES_TEXT: &[usize] = &[8];
-const MESSAGES_TEXT: &[usize] = &[7, 9, 10];
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+/// The end of a key whose value is a string. Inside a JSON string every `"` is escaped, so this
+/// only occurs between a key and its value.
+static STRING_VALUE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\":\""));
 
-static SCANNER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| AhoCorasick::new(PATTERNS).ok());
+const CHAT_TEXT: &[&[u8]] = &[b"content", b"reasoning_content", b"reasoning", b"refusal"];
+const COMPLETION_TEXT: &[&[u8]] = &[b"text"];
+const RESPONSES_TEXT: &[&[u8]] = &[b"delta"];
+const MESSAGES_TEXT: &[&[u8]] = &[b"text", b"partial_json", b"thinking"];
 
 /// Handles `data` without a full parse when it is a plain content delta. Returns `false` when
 /// the event needs the full parse instead (nothing has been recorded then).
@@ -41,7 +30,7 @@ pub fn try_observe(
     data: &[u8],
     now: Instant,
 ) -> bool {
-    let text_patterns = match dialect {
+    let text_keys = match dialect {
         // The first event names the model: parse it fully.
         Dialect::Chat if m.response_model.is_some() => CHAT_TEXT,
         Dialect::Completions if m.response_model.is_some() => COMPLETION_TEXT,
@@ -50,42 +39,51 @@ pub fn try_observe(
         Dialect::Messages if event == b"content_block_delta" => MESSAGES_TEXT,
         _ => return false,
     };
-    let Some(scanner) = SCANNER.as_ref() else {
+    if ERROR.find(data).is_some() || TOOL_CALLS.find(data).is_some() {
         return false;
-    };
-    // Decide first, record second, so a declined event leaves no trace. Text hits are kept on
-    // the stack, so the usual event is scanned once.
+    }
+    if USAGE
+        .find_iter(data)
+        .any(|at| !followed_by_null(&data[at + 7..]))
+    {
+        return false;
+    }
+    // Decide first, record second, so a declined event leaves no trace. Text values are kept
+    // on the stack, so the usual event is scanned once.
     let mut hits = [0usize; 8];
     let mut count = 0usize;
-    for hit in scanner.find_iter(data) {
-        let pattern = hit.pattern().as_usize();
-        match pattern {
-            USAGE if !followed_by_null(&data[hit.end()..]) => return false,
-            ERROR | TOOL_CALLS => return false,
-            p if text_patterns.contains(&p) => {
-                if let Some(slot) = hits.get_mut(count) {
-                    *slot = hit.end();
-                }
-                count += 1;
+    for at in STRING_VALUE.find_iter(data) {
+        if text_keys.contains(&key_before(data, at)) {
+            if let Some(slot) = hits.get_mut(count) {
+                *slot = at + 3;
             }
-            _ => {}
+            count += 1;
         }
     }
     if count == 0 {
         return false;
     }
     if count <= hits.len() {
-        for &end in &hits[..count] {
-            record_text(m, data, end, now);
+        for &start in &hits[..count] {
+            record_text(m, data, start, now);
         }
     } else {
-        for hit in scanner.find_iter(data) {
-            if text_patterns.contains(&hit.pattern().as_usize()) {
-                record_text(m, data, hit.end(), now);
+        for at in STRING_VALUE.find_iter(data) {
+            if text_keys.contains(&key_before(data, at)) {
+                record_text(m, data, at + 3, now);
             }
         }
     }
     true
+}
+
+/// The key that ends with the `"` at `quote`.
+fn key_before(data: &[u8], quote: usize) -> &[u8] {
+    let head = &data[..quote];
+    match memchr::memrchr(b'"', head) {
+        Some(open) => &head[open + 1..],
+        None => b"",
+    }
 }
 
 fn record_text(m: &mut Measurement, data: &[u8], start: usize, now: Instant) {
