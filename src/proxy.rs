@@ -8,6 +8,7 @@ pub mod request;
 mod route;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
@@ -46,19 +47,37 @@ pub async fn handle_guarded(
     client: SocketAddr,
 ) -> Response<ProxyBody> {
     use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(handle(app, req, client))
+    let endpoint = Endpoint::of_path(req.uri().path());
+    let tracked = AtomicBool::new(false);
+    match std::panic::AssertUnwindSafe(handle_tracked(app.clone(), req, client, &tracked))
         .catch_unwind()
         .await
     {
         Ok(response) => response,
         Err(_) => {
             tracing::error!("request handler panicked");
-            error_response(ProxyError::Internal("the request handler failed".into()))
+            let err = ProxyError::Internal("the request handler failed".into());
+            if tracked.load(Ordering::Relaxed) {
+                error_response(err)
+            } else {
+                // It failed before its record was started: start and end one now.
+                answer_early(&app, endpoint, None, &http::HeaderMap::new(), err, &tracked)
+            }
         }
     }
 }
 
 pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    handle_tracked(app, req, client, &AtomicBool::new(false)).await
+}
+
+/// `handle`, setting `tracked` once the request's record has been started.
+async fn handle_tracked(
+    app: App,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    tracked: &AtomicBool,
+) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let endpoint = Endpoint::of_path(parts.uri.path());
     let settings = app.settings();
@@ -74,6 +93,7 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
             header_provider.as_deref(),
             &parts.headers,
             err,
+            tracked,
         )
     };
     let body_limit = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
@@ -150,6 +170,7 @@ pub async fn handle(app: App, req: Request<Incoming>, client: SocketAddr) -> Res
         tags: who.tags,
     };
     let mut in_flight = InFlight::start(app.tracker(), start, body_bytes.clone(), dialect);
+    tracked.store(true, Ordering::Relaxed);
 
     let outgoing = rewritten.clone().or(body_bytes);
     let upstream_body = match (outgoing, streaming_body) {
@@ -288,6 +309,7 @@ fn answer_early(
     header_provider: Option<&str>,
     headers: &http::HeaderMap,
     err: ProxyError,
+    tracked: &AtomicBool,
 ) -> Response<ProxyBody> {
     let provider = header_provider
         .and_then(|name| {
@@ -315,11 +337,9 @@ fn answer_early(
         ProxyError::ShuttingDown | ProxyError::Internal(_) => Outcome::ProxyError,
         _ => Outcome::ClientError,
     };
-    InFlight::start(app.tracker(), start, None, None).fail(
-        outcome,
-        err.status().as_u16(),
-        err.to_string(),
-    );
+    let in_flight = InFlight::start(app.tracker(), start, None, None);
+    tracked.store(true, Ordering::Relaxed);
+    in_flight.fail(outcome, err.status().as_u16(), err.to_string());
     let mut response: Response<Full<Bytes>> = err.into_response();
     response
         .headers_mut()

@@ -86,3 +86,33 @@ fn the_ring_keeps_the_newest_records() {
     let ids: Vec<String> = t.recent().iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids, ["r4", "r3", "r2"]);
 }
+
+#[test]
+fn a_full_queue_drops_and_counts_instead_of_waiting() {
+    let t = tracker();
+    // Hold the ring: the recorder blocks on its first record and the queue fills behind it.
+    let ring = t.0.completed.write();
+    let total = QUEUE + 50;
+    // Were a submit to wait for the recorder, this loop would never end: the ring is held.
+    for i in 0..total {
+        InFlight::start(&t, start(&format!("q{i}")), None, None).fail(
+            Outcome::ClientError,
+            400,
+            "x".into(),
+        );
+    }
+    drop(ring);
+    let counts = settle(&t);
+    assert_eq!(counts.started, total as u64);
+    assert!(counts.dropped >= 49, "{counts:?}");
+    assert_eq!(counts.recorded + counts.dropped, total as u64);
+    let exposition = String::from_utf8(t.metrics().render().expect("render")).expect("utf8");
+    assert!(
+        exposition.contains(&format!(
+            "tokentap_records_dropped_total {}",
+            counts.dropped
+        )),
+        "{exposition}"
+    );
+    assert!(exposition.contains("tokentap_active_requests{provider=\"p\"} 0"));
+}
