@@ -62,6 +62,17 @@ pub fn upstream_request_headers(
     for name in ours {
         headers.remove(name);
     }
+    // Credentials stay out of any debug output of the HTTP stack.
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        "x-api-key",
+        "api-key",
+        header::COOKIE.as_str(),
+    ] {
+        if let Some(value) = headers.get_mut(name) {
+            value.set_sensitive(true);
+        }
+    }
     let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
         _ => client_ip.to_string(),
