@@ -279,7 +279,7 @@ fn free_port() -> u16 {
 fn a_canary_key_never_comes_out_of_any_door() {
     const CANARY: &str = "sk-canary-7f3a9c2e";
     let (proxy_port, admin_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokentap"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tokentap"))
         .args([
             "--demo",
             "--demo-pacing",

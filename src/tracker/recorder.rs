@@ -12,7 +12,7 @@ use super::{Inner, Tracker};
 use crate::cost::PriceTable;
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
-use crate::metering::usage::{Usage, UsageFamily, normalize};
+use crate::metering::usage::{Usage, UsageError, UsageFamily, normalize};
 use crate::metrics::RecordNotes;
 use crate::record::{Outcome, Record, UsageSource};
 
@@ -101,49 +101,47 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
             )
         })
     };
-    match &m.usage {
-        Some(raw) => {
-            record.raw_usage = Some(serde_json::Value::Object(raw.clone()));
-            match normalize(raw, family) {
-                Ok(n) if n.prompt_only => {
-                    // Anthropic's message_start came, the final counts did not.
-                    let completion = estimate::text_tokens(&m.text, &tokenizer_model);
-                    record.usage = Usage {
-                        completion_tokens: completion,
-                        total_tokens: n.usage.prompt_tokens + completion,
-                        ..n.usage
-                    };
-                    record.usage_source = UsageSource::Partial;
-                }
-                Ok(n) => {
-                    notes.usage_inconsistent = n.inconsistent;
-                    record.usage = n.usage;
-                    record.usage_source = UsageSource::Upstream;
-                }
-                Err(err) => {
-                    tracing::warn!(id = %record.id, provider = %record.provider, error = %err, "provider usage refused");
-                    record.usage_source = UsageSource::Missing;
-                }
-            }
+    if let Some(raw) = &m.usage {
+        record.raw_usage = Some(serde_json::Value::Object(raw.clone()));
+    }
+    let stated = m.usage.as_ref().map(|raw| normalize(raw, family));
+    let countable =
+        answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some();
+    match stated {
+        Some(Ok(n)) if n.prompt_only => {
+            // Anthropic's message_start came, the final counts did not.
+            let completion = estimate::text_tokens(&m.text, &tokenizer_model);
+            record.usage = Usage {
+                completion_tokens: completion,
+                total_tokens: n.usage.prompt_tokens + completion,
+                ..n.usage
+            };
+            record.usage_source = UsageSource::Partial;
         }
-        None if answered
-            || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some() =>
-        {
-            match estimate_prompt() {
-                Some(prompt) => {
-                    let completion = estimate::text_tokens(&m.text, &tokenizer_model);
-                    record.usage = Usage {
-                        prompt_tokens: prompt,
-                        completion_tokens: completion,
-                        total_tokens: prompt + completion,
-                        ..Usage::default()
-                    };
-                    record.usage_source = UsageSource::Estimated;
-                }
-                None => record.usage_source = UsageSource::Missing,
-            }
+        Some(Ok(n)) => {
+            notes.usage_inconsistent = n.inconsistent;
+            record.usage = n.usage;
+            record.usage_source = UsageSource::Upstream;
         }
-        None => record.usage_source = UsageSource::Missing,
+        Some(Err(err)) if err != UsageError::Empty => {
+            tracing::warn!(id = %record.id, provider = %record.provider, error = %err, "provider usage refused");
+            record.usage_source = UsageSource::Missing;
+        }
+        // No usage, or an object that states no count: count locally what can be counted.
+        _ if countable => match estimate_prompt() {
+            Some(prompt) => {
+                let completion = estimate::text_tokens(&m.text, &tokenizer_model);
+                record.usage = Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    total_tokens: prompt + completion,
+                    ..Usage::default()
+                };
+                record.usage_source = UsageSource::Estimated;
+            }
+            None => record.usage_source = UsageSource::Missing,
+        },
+        _ => record.usage_source = UsageSource::Missing,
     }
     (record, notes)
 }
