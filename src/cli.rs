@@ -50,6 +50,14 @@ pub struct Cli {
     #[arg(long, env = "TOKENTAP_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<humantime::Duration>,
 
+    /// Time a client has to send its request headers (slowloris guard) [default: 30s].
+    #[arg(long, env = "TOKENTAP_CLIENT_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub client_header_timeout: Option<humantime::Duration>,
+
+    /// Time a client has to send a metered request's whole body [default: 60s].
+    #[arg(long, env = "TOKENTAP_CLIENT_BODY_TIMEOUT", value_name = "DURATION")]
+    pub client_body_timeout: Option<humantime::Duration>,
+
     /// Largest request body accepted, in bytes (suffixes KiB, MiB, GiB, kB, MB, GB) [default: 32MiB].
     #[arg(long, env = "TOKENTAP_MAX_BODY", value_name = "BYTES")]
     pub max_body: Option<ByteSize>,

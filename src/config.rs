@@ -73,6 +73,8 @@ pub struct Settings {
     pub providers: Vec<ProviderConfig>,
     pub timeouts: Timeouts,
     pub drain_timeout: Duration,
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
     pub max_body: u64,
     pub max_header_bytes: usize,
     pub admin_token: Option<String>,
@@ -137,6 +139,8 @@ impl Settings {
                 request: dur(cli.request_timeout, file.request_timeout, secs(1800)),
             },
             drain_timeout: dur(cli.drain_timeout, file.drain_timeout, secs(30)),
+            client_header_timeout: dur(cli.client_header_timeout, file.client_header_timeout, secs(30)),
+            client_body_timeout: dur(cli.client_body_timeout, file.client_body_timeout, secs(60)),
             max_body: cli
                 .max_body
                 .or(file.max_body)
@@ -191,6 +195,8 @@ impl Settings {
             ("idle_timeout", self.timeouts.idle),
             ("request_timeout", self.timeouts.request),
             ("drain_max", self.drain_max),
+            ("client_header_timeout", self.client_header_timeout),
+            ("client_body_timeout", self.client_body_timeout),
             ("sse_heartbeat", self.sse_heartbeat),
         ];
         for (field, value) in timeouts {

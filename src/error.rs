@@ -11,6 +11,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
+    #[error("the request body did not arrive within {after_ms} ms")]
+    BodyTimeout { after_ms: u128 },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("unknown provider `{0}` in x-tokentap-provider")]
@@ -32,6 +34,7 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownProvider(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -47,6 +50,7 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
+            ProxyError::BodyTimeout { .. } => "request_body_timeout",
             ProxyError::BodyRead(_) => "request_body_unreadable",
             ProxyError::UnknownProvider(_) => "unknown_provider",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -63,6 +67,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyRead(_)
+            | ProxyError::BodyTimeout { .. }
             | ProxyError::UnknownProvider(_) => "invalid_request_error",
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }

@@ -117,7 +117,11 @@ async fn handle_tracked(
     // A metered request's JSON is read whole (bounded by --max-body): routing and usage
     // injection need it. Any other body streams straight through.
     let (body_bytes, streaming_body) = if metered {
-        match Limited::new(body, body_limit).collect().await {
+        let read = tokio::time::timeout(settings.client_body_timeout, Limited::new(body, body_limit).collect());
+        let Ok(read) = read.await else {
+            return reject(ProxyError::BodyTimeout { after_ms: settings.client_body_timeout.as_millis() });
+        };
+        match read {
             Ok(collected) => (Some(collected.to_bytes()), None),
             Err(err) if err.is::<http_body_util::LengthLimitError>() => {
                 return reject(ProxyError::BodyTooLarge {

@@ -15,8 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::{admin, proxy};
 
-/// How long a client may take to send its request headers (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
 pub struct Listeners {
@@ -106,7 +104,7 @@ impl AcceptLoop {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(app.settings().client_header_timeout)
             .keep_alive(true)
             .max_buf_size(app.settings().max_header_bytes.max(8192) * 4);
         builder

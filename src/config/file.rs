@@ -26,6 +26,10 @@ pub struct FileConfig {
     pub request_timeout: Option<humantime::Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<humantime::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub client_header_timeout: Option<humantime::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub client_body_timeout: Option<humantime::Duration>,
     pub max_body: Option<ByteSize>,
     pub max_header_bytes: Option<ByteSize>,
     pub admin_token: Option<String>,
