@@ -139,7 +139,11 @@ impl Settings {
                 request: dur(cli.request_timeout, file.request_timeout, secs(1800)),
             },
             drain_timeout: dur(cli.drain_timeout, file.drain_timeout, secs(30)),
-            client_header_timeout: dur(cli.client_header_timeout, file.client_header_timeout, secs(30)),
+            client_header_timeout: dur(
+                cli.client_header_timeout,
+                file.client_header_timeout,
+                secs(30),
+            ),
             client_body_timeout: dur(cli.client_body_timeout, file.client_body_timeout, secs(60)),
             max_body: cli
                 .max_body

@@ -4,8 +4,10 @@
 
 mod attribution;
 mod headers;
+mod outbound;
 pub mod request;
 mod route;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,26 +20,16 @@ use tokio::time::Instant;
 
 use attribution::attribute;
 pub use attribution::{KeyNames, fingerprint};
-use headers::{header_bytes, strip_hop_by_hop, upstream_request_headers};
+use headers::header_bytes;
 
 use crate::app::{App, Upstream};
-use crate::config::AuthHeader;
 use crate::error::ProxyError;
 use crate::metering::body::error_chain;
-use crate::metering::{Dialect, Meter, MeteredBody};
+use crate::metering::{Dialect, MeteredBody};
 use crate::record::{Endpoint, Outcome};
 use crate::tracker::{InFlight, RequestStart};
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
-
-/// Headers a provider uses for its own request id, most common first.
-const REQUEST_ID_HEADERS: &[&str] = &[
-    "x-request-id",
-    "request-id",
-    "apim-request-id",
-    "x-amzn-requestid",
-    "cf-ray",
-];
 
 /// `handle`, with a panic turned into a 500 in the error shape (the request's record is still
 /// written, by its `InFlight` unwinding) instead of a dropped connection.
@@ -117,9 +109,14 @@ async fn handle_tracked(
     // A metered request's JSON is read whole (bounded by --max-body): routing and usage
     // injection need it. Any other body streams straight through.
     let (body_bytes, streaming_body) = if metered {
-        let read = tokio::time::timeout(settings.client_body_timeout, Limited::new(body, body_limit).collect());
+        let read = tokio::time::timeout(
+            settings.client_body_timeout,
+            Limited::new(body, body_limit).collect(),
+        );
         let Ok(read) = read.await else {
-            return reject(ProxyError::BodyTimeout { after_ms: settings.client_body_timeout.as_millis() });
+            return reject(ProxyError::BodyTimeout {
+                after_ms: settings.client_body_timeout.as_millis(),
+            });
         };
         match read {
             Ok(collected) => (Some(collected.to_bytes()), None),
@@ -177,41 +174,28 @@ async fn handle_tracked(
     tracked.store(true, Ordering::Relaxed);
 
     let outgoing = rewritten.clone().or(body_bytes);
+    let rewritten = rewritten.is_some();
     let upstream_body = match (outgoing, streaming_body) {
         (Some(bytes), _) => reqwest::Body::from(bytes),
         (None, Some(body)) => reqwest::Body::wrap(Limited::new(body, body_limit)),
         (None, None) => reqwest::Body::from(Bytes::new()),
     };
-    let mut headers = upstream_request_headers(&parts.headers, client.ip(), rewritten.is_some());
-    if let Some(credential) = &upstream.config.credential {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-api-key");
-        let name = match credential.header {
-            AuthHeader::Authorization => header::AUTHORIZATION,
-            AuthHeader::XApiKey => http::HeaderName::from_static("x-api-key"),
-        };
-        headers.insert(name, credential.value.clone());
-    }
-    for (name, value) in &upstream.config.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    let url = format!(
-        "{}{}",
-        upstream.config.base_url,
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    let request = upstream::request(
+        upstream,
+        &parts,
+        client.ip(),
+        upstream_body,
+        rewritten,
+        settings.timeouts.request,
     );
-    let request = upstream
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(upstream_body)
-        .timeout(settings.timeouts.request);
 
     in_flight.sent_upstream();
     let sent = Instant::now();
     let response = match tokio::time::timeout(settings.timeouts.first_byte, request.send()).await {
         Ok(Ok(response)) => response,
-        Ok(Err(err)) => return answer_upstream_failure(in_flight, upstream, &err, sent),
+        Ok(Err(err)) => {
+            return answer_upstream_failure(in_flight, upstream, &err, sent, settings.max_body);
+        }
         Err(_) => {
             let err = ProxyError::UpstreamTimeout {
                 provider: upstream.config.name.clone(),
@@ -222,40 +206,7 @@ async fn handle_tracked(
         }
     };
 
-    let status = response.status();
-    let request_id = REQUEST_ID_HEADERS
-        .iter()
-        .find_map(|h| response.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    in_flight.response_headers(status.as_u16(), request_id);
-    let response: Response<reqwest::Body> = response.into();
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let meter = dialect.map(|dialect| {
-        let sse = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("text/event-stream")
-            });
-        let encoding = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        Meter::new(dialect, sse, encoding, add_usage && status.is_success())
-    });
-    if meter.as_ref().is_some_and(Meter::strips) {
-        parts.headers.remove(header::CONTENT_LENGTH);
-    }
-    let mut body = MeteredBody::new(body, meter, in_flight, settings.timeouts.idle);
-    if let Some(drainer) = app.drainer() {
-        body = body.drain_on_disconnect(drainer.clone());
-    }
-    Response::from_parts(parts, Either::Left(body))
+    outbound::respond(&app, response, dialect, add_usage, in_flight)
 }
 
 fn answer_upstream_failure(
@@ -263,11 +214,15 @@ fn answer_upstream_failure(
     upstream: &Upstream,
     err: &reqwest::Error,
     sent: Instant,
+    max_body: u64,
 ) -> Response<ProxyBody> {
     let provider = upstream.config.name.clone();
     let detail = error_chain(err);
     let (err, outcome) = if chain_has::<http_body_util::LengthLimitError>(err) {
-        (ProxyError::BodyTooLarge { limit: 0 }, Outcome::ClientError)
+        (
+            ProxyError::BodyTooLarge { limit: max_body },
+            Outcome::ClientError,
+        )
     } else if err.is_timeout() {
         (
             ProxyError::UpstreamTimeout {

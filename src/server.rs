@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::{admin, proxy};
 
-
 /// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
 pub struct Listeners {
     pub proxy: TcpListener,
