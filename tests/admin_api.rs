@@ -714,3 +714,26 @@ async fn named_keys_show_their_name_and_the_dashboard_is_served() {
         200
     );
 }
+
+#[tokio::test]
+async fn active_requests_show_their_time_to_first_token_while_streaming() {
+    let (proxy, _demo) = Proxy::with_demo(&[]).await;
+    // Without include_usage, so tokentap adds it and strips its chunk: the stripping path.
+    let response = proxy
+        .client
+        .post(proxy.url("/v1/chat/completions"))
+        .header("x-demo-chunk-delay-ms", "100")
+        .body(chat("gpt-4o", true, 30))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    body.next().await.unwrap().unwrap();
+    let active = proxy.admin_json("/api/active").await;
+    let entry = &active["active"][0];
+    assert!(entry["ttft_ms"].is_u64(), "{entry}");
+    assert!(entry["chunks"].as_u64().unwrap() >= 1);
+    drop(body);
+    assert_nothing_lost(&proxy).await;
+}

@@ -732,11 +732,26 @@ async fn malformed_client_requests_get_clear_answers() {
 #[tokio::test]
 async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
     let fake = FakeUpstream::start().await;
-    fake.script("echo", Scenario::response(200, "application/json", r#"{"ok":true}"#));
-    let proxy = start(&fake, &["--client-header-timeout", "500ms", "--client-body-timeout", "500ms"]).await;
+    fake.script(
+        "echo",
+        Scenario::response(200, "application/json", r#"{"ok":true}"#),
+    );
+    let proxy = start(
+        &fake,
+        &[
+            "--client-header-timeout",
+            "500ms",
+            "--client-body-timeout",
+            "500ms",
+        ],
+    )
+    .await;
     // Headers one line at a time, never finished.
     let mut slowloris = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    slowloris.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slowloris
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // A body that stops arriving.
     let mut slow_body = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     slow_body.write_all(format!("POST {CHAT} HTTP/1.1\r\nHost: x\r\nx-fake: echo\r\nContent-Length: 100\r\n\r\n{{\"model\":").as_bytes()).await.unwrap();
@@ -747,14 +762,21 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
     }
     let mut trickle = tokio::spawn(async move {
         for i in 0..100 {
-            if slowloris.write_all(format!("x-slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+            if slowloris
+                .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
     });
-    let closed = tokio::time::timeout(Duration::from_secs(20), &mut trickle).await.expect("slowloris never cut").unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(20), &mut trickle)
+        .await
+        .expect("slowloris never cut")
+        .unwrap();
     assert!(closed, "the header timeout closed the slow connection");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), slow_body.read_to_end(&mut answer)).await;
@@ -762,5 +784,8 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_body_timeout"));
     let r = invariants(&proxy, &fake, 6).await;
-    assert_eq!(r.iter().filter(|r| r["outcome"] == "client_error").count(), 1);
+    assert_eq!(
+        r.iter().filter(|r| r["outcome"] == "client_error").count(),
+        1
+    );
 }

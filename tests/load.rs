@@ -25,16 +25,37 @@ struct Tier {
 fn tier() -> (Tier, &'static str) {
     match std::env::var("TOKENTAP_LOAD").as_deref() {
         Ok("heavy") => (
-            Tier { concurrent_streams: 2000, stream_pace_ms: 50, short_requests: 1_000_000, soak: Duration::from_secs(600) },
+            Tier {
+                concurrent_streams: 2000,
+                stream_pace_ms: 50,
+                short_requests: 1_000_000,
+                soak: Duration::from_secs(600),
+            },
             "heavy",
         ),
-        _ => (Tier { concurrent_streams: 500, stream_pace_ms: 20, short_requests: 5_000, soak: Duration::from_secs(8) }, "light"),
+        _ => (
+            Tier {
+                concurrent_streams: 500,
+                stream_pace_ms: 20,
+                short_requests: 5_000,
+                soak: Duration::from_secs(8),
+            },
+            "light",
+        ),
     }
 }
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     kib * 1024
 }
 
@@ -52,7 +73,10 @@ async fn check(proxy: &Proxy, expected: u64) {
             assert_eq!(c.started, expected, "{c:?}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never settled: {c:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let totals = proxy.admin_json("/api/totals").await;
@@ -64,7 +88,15 @@ async fn check(proxy: &Proxy, expected: u64) {
         .map(|m| m["total"]["total_tokens"].as_u64().unwrap())
         .sum();
     assert_eq!(per_model, totals["total"]["total_tokens"].as_u64().unwrap());
-    let metrics = proxy.client.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = proxy
+        .client
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let requests: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("tokentap_requests_total{"))
@@ -77,7 +109,11 @@ async fn check(proxy: &Proxy, expected: u64) {
 async fn load_tier() {
     let (tier, name) = tier();
     let (proxy, _demo) = Proxy::with_demo(&["--max-records", "1000"]).await;
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(tier.concurrent_streams).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(tier.concurrent_streams)
+        .build()
+        .unwrap();
     let url = proxy.url("/v1/chat/completions");
     let mut sent = 0u64;
 
@@ -88,7 +124,13 @@ async fn load_tier() {
     for _ in 0..tier.concurrent_streams {
         let (client, url, pace) = (client.clone(), url.clone(), tier.stream_pace_ms.to_string());
         streams.push(tokio::spawn(async move {
-            let response = client.post(url).header("x-demo-chunk-delay-ms", pace).body(chat(true, 20)).send().await.unwrap();
+            let response = client
+                .post(url)
+                .header("x-demo-chunk-delay-ms", pace)
+                .body(chat(true, 20))
+                .send()
+                .await
+                .unwrap();
             let mut body = response.bytes_stream();
             let mut n = 0;
             while let Some(chunk) = body.next().await {
@@ -115,7 +157,12 @@ async fn load_tier() {
     sent += tier.concurrent_streams as u64;
     check(&proxy, sent).await;
     let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
-    eprintln!("[{name}] {} concurrent streams: RSS grew {} KiB ({} B per stream, client and upstream included)", tier.concurrent_streams, grown / 1024, grown / tier.concurrent_streams as u64);
+    eprintln!(
+        "[{name}] {} concurrent streams: RSS grew {} KiB ({} B per stream, client and upstream included)",
+        tier.concurrent_streams,
+        grown / 1024,
+        grown / tier.concurrent_streams as u64
+    );
 
     // Phase 2: many short requests, 64 at a time.
     let next = Arc::new(AtomicU64::new(0));
@@ -125,7 +172,15 @@ async fn load_tier() {
         let (client, url, next) = (client.clone(), url.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                client.post(&url).body(chat(false, 1)).send().await.unwrap().bytes().await.unwrap();
+                client
+                    .post(&url)
+                    .body(chat(false, 1))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -151,7 +206,9 @@ async fn load_tier() {
                     1 => req.body(chat(false, 4)),
                     2 => req.header("x-demo-status", "503").body(chat(false, 4)),
                     3 => req.header("x-demo-abort-after", "2").body(chat(true, 8)),
-                    _ => req.header("x-demo-chunk-delay-ms", "20").body(chat(true, 8)),
+                    _ => req
+                        .header("x-demo-chunk-delay-ms", "20")
+                        .body(chat(true, 8)),
                 };
                 let response = req.send().await.unwrap();
                 if kind == 4 {
@@ -175,7 +232,14 @@ async fn load_tier() {
     if samples.len() >= 4 {
         let settled = samples[samples.len() / 4];
         let last = *samples.last().unwrap();
-        eprintln!("[{name}] soak: {round} rounds, RSS {} -> {} KiB", settled / 1024, last / 1024);
-        assert!(last < settled + (64 << 20), "RSS crept during the soak: {settled} -> {last}");
+        eprintln!(
+            "[{name}] soak: {round} rounds, RSS {} -> {} KiB",
+            settled / 1024,
+            last / 1024
+        );
+        assert!(
+            last < settled + (64 << 20),
+            "RSS crept during the soak: {settled} -> {last}"
+        );
     }
 }

@@ -166,12 +166,12 @@ impl Body for MeteredBody {
                         None => Some(data),
                         Some(meter) => {
                             meter.feed(&data, now);
+                            if let (Some(in_flight), Some(at)) =
+                                (&this.in_flight, meter.measurement().first_content_at)
+                            {
+                                in_flight.first_content(at);
+                            }
                             if !meter.strips() {
-                                if let (Some(in_flight), Some(at)) =
-                                    (&this.in_flight, meter.measurement().first_content_at)
-                                {
-                                    in_flight.first_content(at);
-                                }
                                 Some(data)
                             } else if this.held.is_empty()
                                 && !meter.has_cuts()
