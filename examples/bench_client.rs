@@ -504,8 +504,8 @@ async fn load(args: &Args, target: &str) -> anyhow::Result<Value> {
         workers.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let mut mine = Samples::default();
-            let deadline = (args.duration_s > 0.0)
-                .then(|| started + Duration::from_secs_f64(args.duration_s));
+            let deadline =
+                (args.duration_s > 0.0).then(|| started + Duration::from_secs_f64(args.duration_s));
             while shared.next.fetch_add(1, Ordering::Relaxed) < args.requests
                 && deadline.is_none_or(|deadline| Instant::now() < deadline)
             {

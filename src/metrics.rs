@@ -216,12 +216,12 @@ impl Metrics {
         Ok(metrics)
     }
 
-    pub fn request_started(&self, provider: &str) {
-        self.active.with_label_values(&[provider]).inc();
-    }
-
-    pub fn request_ended(&self, provider: &str) {
-        self.active.with_label_values(&[provider]).dec();
+    /// Counts a request as active; the returned gauge is decremented when it ends, so the
+    /// label lookup happens once per request.
+    pub fn request_started(&self, provider: &str) -> prometheus::IntGauge {
+        let gauge = self.active.with_label_values(&[provider]);
+        gauge.inc();
+        gauge
     }
 
     pub fn record_dropped(&self) {
@@ -250,9 +250,12 @@ impl Metrics {
                 ("reasoning", u.reasoning_tokens),
                 ("cache_creation", u.cache_creation_tokens),
             ] {
-                self.tokens
-                    .with_label_values(&[provider, model, kind])
-                    .inc_by(n);
+                // Zero adds nothing; skipping it saves a label lookup per record.
+                if n > 0 {
+                    self.tokens
+                        .with_label_values(&[provider, model, kind])
+                        .inc_by(n);
+                }
             }
         }
         if let Some(cost) = record.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {

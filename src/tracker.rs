@@ -186,7 +186,6 @@ impl Tracker {
     }
 
     fn insert_active(&self, active: Arc<Active>) {
-        self.0.metrics.request_started(&active.start.provider);
         if self.0.feed.watched() {
             self.0.feed.publish(FeedEvent::Started, &active.snapshot());
         }
@@ -204,7 +203,7 @@ impl Tracker {
             ) => {
                 // Never stall a stream for bookkeeping: count the loss instead.
                 if let Some((_, active)) = self.0.active.remove(&seq) {
-                    self.0.metrics.request_ended(&active.start.provider);
+                    active.gauge.dec();
                 }
                 self.0.metrics.record_dropped();
                 self.0.dropped.fetch_add(1, Ordering::AcqRel);
@@ -233,7 +232,7 @@ impl Tracker {
         }
         self.0.recorded.fetch_add(1, Ordering::AcqRel);
         if let Some((_, active)) = self.0.active.remove(&seq) {
-            self.0.metrics.request_ended(&active.start.provider);
+            active.gauge.dec();
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Active {
     chunks: AtomicU64,
     /// Microseconds from start to the first content, plus one (0 = none yet).
     first_content_us: AtomicU64,
+    /// This request's share of `tokentap_active_requests`.
+    pub(super) gauge: prometheus::IntGauge,
     // Per request, set once when the response headers arrive.
     response: Mutex<Option<(u16, Option<String>)>>,
 }
@@ -135,6 +137,7 @@ impl InFlight {
         dialect: Option<Dialect>,
     ) -> InFlight {
         let now = Instant::now();
+        let gauge = tracker.metrics().request_started(&start.provider);
         let active = Arc::new(Active {
             seq: tracker.next_seq(),
             start,
@@ -144,6 +147,7 @@ impl InFlight {
             chunks: AtomicU64::new(0),
             first_content_us: AtomicU64::new(0),
             response: Mutex::new(None),
+            gauge,
         });
         tracker.insert_active(Arc::clone(&active));
         InFlight {

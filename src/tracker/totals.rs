@@ -183,9 +183,23 @@ impl TotalsTree {
     /// Adds a record under `model_key` (the bounded model name).
     pub fn add(&mut self, r: &Record, model_key: &str) {
         self.total.add(r);
-        let provider = self.providers.entry(r.provider.clone()).or_default();
+        // Look up before inserting: keys are allocated once, not per record.
+        if !self.providers.contains_key(&r.provider) {
+            self.providers
+                .insert(r.provider.clone(), ProviderTotals::default());
+        }
+        let Some(provider) = self.providers.get_mut(&r.provider) else {
+            return;
+        };
         provider.total.add(r);
-        let model = provider.models.entry(model_key.to_owned()).or_default();
+        if !provider.models.contains_key(model_key) {
+            provider
+                .models
+                .insert(model_key.to_owned(), ModelTotals::default());
+        }
+        let Some(model) = provider.models.get_mut(model_key) else {
+            return;
+        };
         model.total.add(r);
         if r.stream {
             model.streaming.add(r);
