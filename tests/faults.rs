@@ -789,3 +789,28 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_whole_request_timeout_ends_a_stream_that_never_goes_idle() {
+    let fake = FakeUpstream::start().await;
+    let mut s = Scenario::sse_head();
+    for i in 0..100 {
+        s = s.chunk(content(&format!("w{i} "))).sleep_ms(50);
+    }
+    fake.script("endless", s.chunk(usage_chunk(1, 1)).end_chunks());
+    // Chunks every 50 ms: the idle timeout never fires, the whole-request one does.
+    let proxy = start(
+        &fake,
+        &["--idle-timeout", "2s", "--request-timeout", "600ms"],
+    )
+    .await;
+    let (status, body) = call(&proxy, "endless", STREAM_BODY).await;
+    assert_eq!(status, 200);
+    let body = body.expect("the stream ends cleanly");
+    assert!(
+        body.starts_with(content("w0 ").as_bytes()) && body.len() < 100 * content("w00 ").len()
+    );
+    let r = invariants(&proxy, &fake, 1).await;
+    assert_eq!(r[0]["outcome"], "timeout");
+    assert_eq!(r[0]["usage_source"], "estimated");
+}

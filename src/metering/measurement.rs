@@ -338,3 +338,22 @@ impl Measurement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_text_is_capped_on_a_character_boundary() {
+        let mut m = Measurement::default();
+        let now = Instant::now();
+        let block = "é".repeat(1 << 20); // 2 MiB of two-byte characters
+        for _ in 0..3 {
+            m.push_text(&block, now);
+        }
+        m.push_text("x", now);
+        assert!(m.text.len() <= MAX_TEXT && m.text.len() > MAX_TEXT - 2);
+        assert!(m.text.chars().all(|c| c == 'é'));
+        assert!(m.last_content_at.is_some());
+    }
+}
