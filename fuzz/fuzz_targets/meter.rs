@@ -18,7 +18,13 @@ const DIALECTS: [Dialect; 5] = [
     Dialect::Messages,
 ];
 
-fn run(dialect: Dialect, sse: bool, strip: bool, chunks: &[&[u8]], now: Instant) -> (Measurement, Vec<std::ops::Range<u64>>) {
+fn run(
+    dialect: Dialect,
+    sse: bool,
+    strip: bool,
+    chunks: &[&[u8]],
+    now: Instant,
+) -> (Measurement, Vec<std::ops::Range<u64>>) {
     let mut meter = Meter::new(dialect, sse, None, strip);
     let mut fed = 0u64;
     let mut cuts = Vec::new();
@@ -26,13 +32,22 @@ fn run(dialect: Dialect, sse: bool, strip: bool, chunks: &[&[u8]], now: Instant)
         meter.feed(chunk, now);
         fed += chunk.len() as u64;
         if sse {
-            assert!(meter.settled_offset() <= fed, "settled_offset beyond bytes fed");
+            assert!(
+                meter.settled_offset() <= fed,
+                "settled_offset beyond bytes fed"
+            );
         }
         for cut in meter.take_cuts() {
-            assert!(cut.start <= cut.end && cut.end <= fed, "cut {cut:?} outside the {fed} bytes fed");
+            assert!(
+                cut.start <= cut.end && cut.end <= fed,
+                "cut {cut:?} outside the {fed} bytes fed"
+            );
             if let Some(prev) = cuts.last() {
                 let prev: &std::ops::Range<u64> = prev;
-                assert!(prev.end <= cut.start, "cuts out of order: {prev:?} then {cut:?}");
+                assert!(
+                    prev.end <= cut.start,
+                    "cuts out of order: {prev:?} then {cut:?}"
+                );
             }
             cuts.push(cut);
         }
@@ -56,12 +71,24 @@ fuzz_target!(|input: &[u8]| {
     let (m1, cuts1) = run(dialect, sse, strip, &[body], now);
     // The measurement must not depend on where the body was split.
     assert_eq!(m1.usage, m2.usage, "usage differs with split at {split}");
-    assert_eq!(m1.response_model, m2.response_model, "model differs with split at {split}");
+    assert_eq!(
+        m1.response_model, m2.response_model,
+        "model differs with split at {split}"
+    );
     assert_eq!(m1.text, m2.text, "text differs with split at {split}");
     assert_eq!(m1.chunks, m2.chunks, "chunks differ with split at {split}");
-    assert_eq!(m1.tool_calls, m2.tool_calls, "tool_calls differ with split at {split}");
-    assert_eq!(m1.terminal, m2.terminal, "terminal differs with split at {split}");
+    assert_eq!(
+        m1.tool_calls, m2.tool_calls,
+        "tool_calls differ with split at {split}"
+    );
+    assert_eq!(
+        m1.terminal, m2.terminal,
+        "terminal differs with split at {split}"
+    );
     assert_eq!(m1.error, m2.error, "error differs with split at {split}");
-    assert_eq!(m1.parse_errors, m2.parse_errors, "parse_errors differ with split at {split}");
+    assert_eq!(
+        m1.parse_errors, m2.parse_errors,
+        "parse_errors differ with split at {split}"
+    );
     assert_eq!(cuts1, cuts2, "cuts differ with split at {split}");
 });

@@ -30,23 +30,47 @@ fn run(stream: &[u8], chunks: &[&[u8]]) -> Vec<Owned> {
     let check = |e: SseEvent<'_>, fed: u64, events: &mut Vec<Owned>| {
         assert!(e.start <= e.end, "event start {} > end {}", e.start, e.end);
         assert!(e.end <= fed, "event end {} beyond bytes fed {}", e.end, fed);
-        assert!(e.end <= total, "event end {} beyond stream length {}", e.end, total);
+        assert!(
+            e.end <= total,
+            "event end {} beyond stream length {}",
+            e.end,
+            total
+        );
         if let Some(prev) = events.last() {
-            assert!(prev.end <= e.start, "events overlap: {}..{} then {}..{}", prev.start, prev.end, e.start, e.end);
+            assert!(
+                prev.end <= e.start,
+                "events overlap: {}..{} then {}..{}",
+                prev.start,
+                prev.end,
+                e.start,
+                e.end
+            );
         }
-        events.push(Owned { event: e.event.to_vec(), data: e.data.to_vec(), start: e.start, end: e.end });
+        events.push(Owned {
+            event: e.event.to_vec(),
+            data: e.data.to_vec(),
+            start: e.start,
+            end: e.end,
+        });
     };
     for chunk in chunks {
         fed += chunk.len() as u64;
         parser.feed(chunk, &mut |e| check(e, fed, &mut events));
         let now = parser.settled_offset();
         assert!(now <= fed, "settled_offset {now} beyond bytes fed {fed}");
-        assert!(now >= settled, "settled_offset went back from {settled} to {now}");
+        assert!(
+            now >= settled,
+            "settled_offset went back from {settled} to {now}"
+        );
         settled = now;
     }
     assert_eq!(fed, total);
     parser.finish(&mut |e| check(e, fed, &mut events));
-    assert_eq!(parser.settled_offset(), total, "settled_offset after finish");
+    assert_eq!(
+        parser.settled_offset(),
+        total,
+        "settled_offset after finish"
+    );
     events
 }
 
@@ -60,8 +84,14 @@ fuzz_target!(|input: &[u8]| {
 
     let whole = run(stream, &[stream]);
     let halves = run(stream, &[a, b]);
-    assert_eq!(whole, halves, "events differ when the stream is split at {split}");
+    assert_eq!(
+        whole, halves,
+        "events differ when the stream is split at {split}"
+    );
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     let single = run(stream, &bytes);
-    assert_eq!(whole, single, "events differ when the stream is fed byte by byte");
+    assert_eq!(
+        whole, single,
+        "events differ when the stream is fed byte by byte"
+    );
 });

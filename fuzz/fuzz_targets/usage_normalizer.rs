@@ -24,10 +24,23 @@ fuzz_target!(|input: &[u8]| {
                 u.prompt_tokens + u.completion_tokens,
                 "{family:?}: total is not prompt + completion: {u:?}"
             );
-            assert!(!n.inconsistent, "{family:?}: no total stated, yet flagged inconsistent");
+            assert!(
+                !n.inconsistent,
+                "{family:?}: no total stated, yet flagged inconsistent"
+            );
         }
-        for v in [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens, u.reasoning_tokens, u.cache_creation_tokens] {
-            assert!(v <= 4_000_000_000_000, "{family:?}: count {v} beyond the caps: {u:?}");
+        for v in [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.total_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            u.cache_creation_tokens,
+        ] {
+            assert!(
+                v <= 4_000_000_000_000,
+                "{family:?}: count {v} beyond the caps: {u:?}"
+            );
         }
     }
 });
