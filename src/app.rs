@@ -92,10 +92,12 @@ impl App {
                 max_records: settings.max_records,
                 max_models: settings.max_models,
                 max_subscribers: settings.max_subscribers,
-                metrics: Arc::new(Metrics::new(
+                metrics: Arc::new(Metrics::with_labels(
                     registry,
                     settings.max_models,
                     &settings.buckets,
+                    &settings.metrics_labels,
+                    settings.max_label_values,
                 )?),
                 prices: Arc::new(load_prices(&settings)?),
             })

@@ -124,6 +124,20 @@ pub struct Cli {
     #[arg(long, env = "TOKENTAP_MAX_MODELS", value_name = "N")]
     pub max_models: Option<usize>,
 
+    /// Also label request, token and cost counters by this record field (repeatable:
+    /// key_id, user, conversation_id). Off by default: these can have many values.
+    #[arg(
+        long,
+        env = "TOKENTAP_METRICS_LABEL",
+        value_name = "FIELD",
+        value_delimiter = ','
+    )]
+    pub metrics_label: Vec<crate::metrics::labels::ExtraLabel>,
+
+    /// Distinct values per opted-in label before the rest are reported as `other` [default: 100].
+    #[arg(long, env = "TOKENTAP_MAX_LABEL_VALUES", value_name = "N")]
+    pub max_label_values: Option<usize>,
+
     /// Interval of `: ping` comments on the live feed [default: 15s].
     #[arg(long, env = "TOKENTAP_SSE_HEARTBEAT", value_name = "DURATION")]
     pub sse_heartbeat: Option<humantime::Duration>,

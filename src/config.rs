@@ -93,6 +93,9 @@ pub struct Settings {
     pub keys: Vec<([u8; 32], String)>,
     pub max_models: usize,
     pub buckets: Buckets,
+    /// Record fields opted in as metric labels, and the cap on each one's values.
+    pub metrics_labels: Vec<crate::metrics::labels::ExtraLabel>,
+    pub max_label_values: usize,
     pub sse_heartbeat: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -173,7 +176,23 @@ impl Settings {
             max_subscribers: cli.max_subscribers.or(file.max_subscribers).unwrap_or(64),
             keys: keys::build_all(&file.keys, env)?,
             max_models: cli.max_models.or(file.max_models).unwrap_or(200),
-            buckets: file.metrics.map(|m| m.buckets()).unwrap_or_default(),
+            buckets: file
+                .metrics
+                .as_ref()
+                .map(|m| m.buckets())
+                .unwrap_or_default(),
+            metrics_labels: if cli.metrics_label.is_empty() {
+                file.metrics
+                    .as_ref()
+                    .map(|m| m.labels.clone())
+                    .unwrap_or_default()
+            } else {
+                cli.metrics_label.clone()
+            },
+            max_label_values: cli
+                .max_label_values
+                .or(file.metrics.as_ref().and_then(|m| m.max_label_values))
+                .unwrap_or(100),
             sse_heartbeat: dur(cli.sse_heartbeat, file.sse_heartbeat, secs(15)),
             log_level: cli
                 .log_level

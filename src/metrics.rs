@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 use crate::record::{Endpoint, Outcome, Record, UsageSource};
-use labels::ModelLabels;
+use labels::{ExtraLabel, ModelLabels};
 
 /// Bucket lists, configurable under `[metrics]` in the config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,8 @@ pub struct RecordNotes {
 pub struct Metrics {
     registry: Registry,
     models: ModelLabels,
+    /// Opted-in record fields, each with its own bounded value set.
+    extra: Vec<(ExtraLabel, ModelLabels)>,
     requests: IntCounterVec,
     tokens: IntCounterVec,
     cost: CounterVec,
@@ -88,6 +90,24 @@ impl Metrics {
         max_models: usize,
         buckets: &Buckets,
     ) -> Result<Metrics, prometheus::Error> {
+        Metrics::with_labels(registry, max_models, buckets, &[], 0)
+    }
+
+    /// `new`, with record fields the operator opted in as labels of the request, token and
+    /// cost counters, each capped at `max_label_values` values (the rest report as `other`).
+    pub fn with_labels(
+        registry: Registry,
+        max_models: usize,
+        buckets: &Buckets,
+        extra: &[ExtraLabel],
+        max_label_values: usize,
+    ) -> Result<Metrics, prometheus::Error> {
+        let with_extra = |base: &[&'static str]| -> Vec<&'static str> {
+            base.iter()
+                .copied()
+                .chain(extra.iter().map(|e| e.name()))
+                .collect()
+        };
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
                 let c = IntCounterVec::new(Opts::new(name, help), labels)?;
@@ -108,15 +128,19 @@ impl Metrics {
             .collect();
         let metrics = Metrics {
             models: ModelLabels::new(max_models),
+            extra: extra
+                .iter()
+                .map(|e| (*e, ModelLabels::new(max_label_values)))
+                .collect(),
             requests: counter(
                 "tokentap_requests_total",
                 "Requests that ended, by how they ended.",
-                &["provider", "model", "endpoint", "stream", "outcome"],
+                &with_extra(&["provider", "model", "endpoint", "stream", "outcome"]),
             )?,
             tokens: counter(
                 "tokentap_tokens_total",
                 "Tokens used, by type (prompt includes cached and cache_creation; completion includes reasoning).",
-                &["provider", "model", "type"],
+                &with_extra(&["provider", "model", "type"]),
             )?,
             cost: {
                 let c = CounterVec::new(
@@ -124,7 +148,7 @@ impl Metrics {
                         "tokentap_cost_usd_total",
                         "Cost of requests, in US dollars.",
                     ),
-                    &["provider", "model"],
+                    &with_extra(&["provider", "model"]),
                 )?;
                 registry.register(Box::new(c.clone()))?;
                 c
@@ -238,8 +262,20 @@ impl Metrics {
         let endpoint = record.endpoint.as_str();
         let stream = if record.stream { "true" } else { "false" };
         let outcome = record.outcome.unwrap_or(Outcome::ProxyError).as_str();
+        let extra: Vec<String> = self
+            .extra
+            .iter()
+            .map(|(label, values)| {
+                label
+                    .value_of(record)
+                    .map_or_else(String::new, |v| values.label(Some(v)))
+            })
+            .collect();
         self.requests
-            .with_label_values(&[provider, model, endpoint, stream, outcome])
+            .with_label_values(&labels(
+                &[provider, model, endpoint, stream, outcome],
+                &extra,
+            ))
             .inc();
         let u = &record.usage;
         if record.usage_source != UsageSource::Missing {
@@ -253,13 +289,15 @@ impl Metrics {
                 // Zero adds nothing; skipping it saves a label lookup per record.
                 if n > 0 {
                     self.tokens
-                        .with_label_values(&[provider, model, kind])
+                        .with_label_values(&labels(&[provider, model, kind], &extra))
                         .inc_by(n);
                 }
             }
         }
         if let Some(cost) = record.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
-            self.cost.with_label_values(&[provider, model]).inc_by(cost);
+            self.cost
+                .with_label_values(&labels(&[provider, model], &extra))
+                .inc_by(cost);
         }
         match record.usage_source {
             UsageSource::Missing if record.endpoint != Endpoint::Other => {
@@ -336,6 +374,14 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
     }
+}
+
+/// Base label values followed by the opted-in ones.
+fn labels<'v>(base: &[&'v str], extra: &'v [String]) -> Vec<&'v str> {
+    base.iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect()
 }
 
 /// The GenAI convention's `gen_ai.operation.name` for an endpoint.

@@ -425,3 +425,56 @@ fn shipped_compose_and_kubernetes_yaml_parse() {
         );
     }
 }
+
+#[tokio::test]
+async fn keys_and_users_become_labels_only_when_opted_in_and_stay_bounded() {
+    let (plain, _demo) = Proxy::with_demo(&[]).await;
+    busy(&plain).await;
+    plain.settled_records().await;
+    let text = metrics_text(&plain).await;
+    assert!(
+        !text.contains("key_id=") && !text.contains("user="),
+        "never labels unless opted in"
+    );
+
+    let (proxy, _demo2) =
+        Proxy::with_demo(&["--metrics-label", "key_id,user", "--max-label-values", "2"]).await;
+    for (key, user) in [
+        ("sk-a", "ann"),
+        ("sk-b", "bob"),
+        ("sk-c", "cy"),
+        ("sk-d", "dee"),
+    ] {
+        proxy
+            .client
+            .post(proxy.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-tokentap-user", user)
+            .body(json!({"model": "gpt-4o", "max_tokens": 2, "messages": []}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    proxy.settled_records().await;
+    let text = metrics_text(&proxy).await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tokentap_requests_total{"))
+        .collect();
+    assert_eq!(lines.len(), 3, "two values each, then `other`: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("user=\"ann\"")
+        && l.contains(&format!(
+            "key_id=\"{}\"",
+            tokentap::proxy::fingerprint("sk-a")
+        ))));
+    assert!(lines.iter().any(|l| l.contains("user=\"other\"")
+        && l.contains("key_id=\"other\"")
+        && l.ends_with(" 2")));
+    assert!(
+        !text.contains("sk-a\""),
+        "a key is labelled by its fingerprint, never itself"
+    );
+}

@@ -74,16 +74,20 @@ pub struct MetricsFile {
     pub ttft_buckets: Option<Vec<f64>>,
     pub token_buckets: Option<Vec<f64>>,
     pub per_chunk_buckets: Option<Vec<f64>>,
+    /// Record fields to add as labels (`key_id`, `user`, `conversation_id`).
+    #[serde(default)]
+    pub labels: Vec<crate::metrics::labels::ExtraLabel>,
+    pub max_label_values: Option<usize>,
 }
 
 impl MetricsFile {
-    pub fn buckets(self) -> crate::metrics::Buckets {
+    pub fn buckets(&self) -> crate::metrics::Buckets {
         let d = crate::metrics::Buckets::default();
         crate::metrics::Buckets {
-            duration: self.duration_buckets.unwrap_or(d.duration),
-            ttft: self.ttft_buckets.unwrap_or(d.ttft),
-            tokens: self.token_buckets.unwrap_or(d.tokens),
-            per_chunk: self.per_chunk_buckets.unwrap_or(d.per_chunk),
+            duration: self.duration_buckets.clone().unwrap_or(d.duration),
+            ttft: self.ttft_buckets.clone().unwrap_or(d.ttft),
+            tokens: self.token_buckets.clone().unwrap_or(d.tokens),
+            per_chunk: self.per_chunk_buckets.clone().unwrap_or(d.per_chunk),
         }
     }
 }

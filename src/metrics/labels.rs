@@ -40,6 +40,34 @@ impl ModelLabels {
     }
 }
 
+/// Record fields an operator may opt in as labels of the request, token and cost counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ExtraLabel {
+    KeyId,
+    User,
+    ConversationId,
+}
+
+impl ExtraLabel {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtraLabel::KeyId => "key_id",
+            ExtraLabel::User => "user",
+            ExtraLabel::ConversationId => "conversation_id",
+        }
+    }
+
+    pub fn value_of(self, record: &crate::record::Record) -> Option<&str> {
+        match self {
+            ExtraLabel::KeyId => record.key_id.as_deref(),
+            ExtraLabel::User => record.user.as_deref(),
+            ExtraLabel::ConversationId => record.conversation_id.as_deref(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
