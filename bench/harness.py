@@ -27,7 +27,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out")
-RESULTS_MD = os.path.join(ROOT, "bench", "RESULTS.md")
+RESULTS_MD = os.path.abspath(os.environ.get("RESULTS_MD", os.path.join(ROOT, "bench", "RESULTS.md")))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -278,6 +278,18 @@ class Monitor:
         }
 
 
+def machine_busy(seconds=1.0):
+    """Fraction of all CPU time not idle over `seconds` (from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return 1 - (idle1 - idle0) / (total1 - total0) if total1 > total0 else 0.0
+
+
 def settle(pid, limit=15.0):
     """Waits until the proxy is idle (< 2 % CPU over 200 ms): work left over from the previous
     run (e.g. streams a slow proxy still drains) must not be billed to the next one."""
@@ -328,14 +340,18 @@ def run_load(url, body, concurrency, duration, out_path):
         codes = {str(k): v for k, v in (data.get("statusCodeDistribution") or {}).items()}
         ok = sum(n for code, n in codes.items() if code.startswith("2"))
         errors = dict(data.get("errorDistribution") or {})
-        errors.pop("aborted due to deadline", None)  # requests cut by the end of the run
+        cut = errors.pop("aborted due to deadline", 0)  # requests cut by the end of the run
         bad_status = {code: n for code, n in codes.items() if not code.startswith("2")}
         pct = data.get("latencyPercentiles") or {}
+        first = data.get("firstBytePercentiles") or {}  # oha >= 1.14
         return {
+            "ttfb_p50_ms": first["p50"] * 1000 if ok and first.get("p50") is not None else None,
+            "ttfb_p99_ms": first["p99"] * 1000 if ok and first.get("p99") is not None else None,
             "rps": ok / seconds if seconds else 0.0,
             "p50_ms": (pct.get("p50") or 0.0) * 1000 if ok else None,
             "p99_ms": (pct.get("p99") or 0.0) * 1000 if ok else None,
             "ok": ok,
+            "cut_by_deadline": cut,
             "errors": sum(bad_status.values()) + sum(errors.values()),
             "error_kinds": {**{f"HTTP {c}": n for c, n in bad_status.items()}, **errors},
         }
@@ -426,9 +442,11 @@ def start_nginx():
     os.makedirs(conf_dir, exist_ok=True)
     limit = nofile_limit()
     # Enough connections for the memory test (client + upstream side per stream), no more: nginx
-    # allocates its connection table up front, and it counts in its RSS.
+    # allocates its connection table up front, and it counts in its RSS. nginx starts closing
+    # idle and fresh client connections once fewer than 1/16 of worker_connections are free, so
+    # leave that much on top (it may exceed the open-files limit: nginx only warns).
     needed = 2 * mem_streams() + 256 if "memory" in SCENARIOS else 0
-    connections = min(limit - 64, max(4096, needed))
+    connections = max(4096, needed * 17 // 16 + 64)
     conf = os.path.join(conf_dir, "nginx.conf")
     upstream_block = """
     upstream {name} {{
@@ -470,6 +488,9 @@ http {{
 """ + upstream_block.format(name="demo", port=P_UPSTREAM) + upstream_block.format(name="paced", port=P_PACED_UP)
                 + server_block.format(listen=P_NGINX, name="demo") + server_block.format(listen=P_NGINX2, name="paced")
                 + "\n}\n")
+    for stale in ("error.log", "nginx.pid"):
+        if os.path.exists(os.path.join(conf_dir, stale)):
+            os.remove(os.path.join(conf_dir, stale))
     proc = PROCS.start("nginx", ["nginx", "-c", conf, "-p", conf_dir, "-g", "daemon off;"], cpu=PROXY_CPU)
     wait_port(P_NGINX, proc, "nginx")
     wait_port(P_NGINX2, proc, "nginx")
@@ -558,6 +579,11 @@ def main():
 
     started_at = datetime.datetime.now(datetime.timezone.utc)
     notes = []
+    busy = machine_busy()
+    if busy > 0.10:
+        notes.append(f"the machine was not idle when the measurements started ({busy:.0%} of all CPU time "
+                     "busy over 1 s before anything of the benchmark ran): other processes competed for "
+                     "the CPUs, so the numbers are lower and noisier than on a quiet machine")
     for status in (TOOL_STATUS, NGINX_STATUS, LITELLM_STATUS):
         if status:
             notes.append(status)
@@ -596,6 +622,14 @@ def main():
     targets = [t for t in ["direct", "tokentap", "nginx", "litellm"] if t in urls and t in TARGETS_WANTED]
     log(f"targets: {', '.join(targets)}; scenarios: {' '.join(SCENARIOS)}; concurrency {CONCURRENCY}; "
         f"{DURATION:g} s per run")
+
+    n_load = len([s for s in SCENARIOS if s in LOAD_SCENARIOS])
+    estimate = (n_load * len(targets) * (len(CONCURRENCY) * (DURATION + 0.5) + WARMUP + 0.5)
+                + ("paced-10ms" in SCENARIOS) * len(targets) * len(CONCURRENCY) * (DURATION + 1.5)
+                + ("memory" in SCENARIOS) * len([t for t in MEM_TARGETS if t in targets])
+                * (MEM_RAMP_MS / 1000 + MEM_CHUNKS * MEM_PACE_MS / 1000 + 3))
+    log(f"about {estimate / 60:.0f} min of measurements ahead" if estimate >= 120
+        else f"about {estimate:.0f} s of measurements ahead")
 
     rows = []
     # Throughput and latency with the load tool.
@@ -707,6 +741,7 @@ def main():
     finished_at = datetime.datetime.now(datetime.timezone.utc)
     meta = machine_meta(started_at, finished_at, targets)
     meta["notes"] = notes
+    meta["busy_at_start"] = round(busy, 3)
     meta["tokentap_counts"] = counts
     if "litellm" in TARGETS_WANTED and "litellm" in targets and "memory" in SCENARIOS:
         meta["notes"].append("LiteLLM is not in the memory test (MEM_TARGETS): a single Python worker "
@@ -833,6 +868,7 @@ def render(results):
         ("git", meta["git"]),
         ("machine", f"{meta['nproc']} CPUs ({meta['cpu_model']}), {meta['memory']}, kernel {meta['kernel']}"),
         ("pinning", meta["pinning"]), ("open files (hard limit)", meta["nofile_hard"]),
+        ("CPU busy before the run (other processes)", f"{meta['busy_at_start']:.0%}"),
         *[(k, v) for k, v in versions.items()],
     ]:
         out.append(f"| {key} | {value} |")
@@ -968,6 +1004,8 @@ def transit_added(r, direct, target):
 
 def errors(r):
     n = r.get("errors") or 0
+    if not n and r.get("ok") == 0:
+        return f"0 (no request finished within the run; {r.get('cut_by_deadline') or 0} cut off at its end)"
     if not n:
         return "0"
     kinds = r.get("error_kinds")

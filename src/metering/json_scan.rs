@@ -3,8 +3,6 @@
 //! `usage` sits at the end. Only members at depth 1 count, so a nested look-alike (a tool's own
 //! `usage`) is never taken for the response's.
 
-use memchr::memchr3;
-
 /// Largest member kept; a bigger one (a huge `choices`) is dropped, never truncated.
 const MAX_MEMBER: usize = 4 << 20;
 
@@ -60,10 +58,13 @@ impl TopLevelCapture {
                     None => return,
                 }
             } else if !self.in_string && self.depth > 1 && self.capturing.is_none() {
-                match memchr3(b'"', b'{', b'}', &chunk[i..]) {
-                    // `[`/`]` keep depth too; fall back to the byte loop when one may be near.
-                    Some(j) if !chunk[i..i + j].iter().any(|b| matches!(b, b'[' | b']')) => i += j,
-                    _ => {}
+                // Deep in a value nobody wants (an embedding's floats): only structure matters.
+                match chunk[i..]
+                    .iter()
+                    .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+                {
+                    Some(j) => i += j,
+                    None => return,
                 }
             }
             let b = chunk[i];
@@ -208,5 +209,30 @@ mod tests {
             capture(&[b"{\"usage\": {\"a\": 1"]).expect("object").len(),
             0
         );
+    }
+}
+
+#[cfg(test)]
+mod linear {
+    use super::*;
+
+    #[test]
+    fn a_large_unwanted_array_is_skipped_in_linear_time() {
+        // 64 embeddings of 1536 floats, then usage: the skip must not rescan the array per byte.
+        let floats = vec!["-0.0123456789"; 1536].join(",");
+        let data: Vec<String> = (0..64)
+            .map(|i| format!("{{\"object\":\"embedding\",\"index\":{i},\"embedding\":[{floats}]}}"))
+            .collect();
+        let body = format!(
+            "{{\"object\":\"list\",\"data\":[{}],\"model\":\"m\",\"usage\":{{\"prompt_tokens\":8,\"total_tokens\":8}}}}",
+            data.join(",")
+        );
+        let mut capture = TopLevelCapture::new(&["usage", "model"]);
+        for piece in body.as_bytes().chunks(16 << 10) {
+            capture.feed(piece);
+        }
+        let map = capture.finish().expect("object");
+        assert_eq!(map["usage"]["prompt_tokens"], 8);
+        assert_eq!(map["model"], "m");
     }
 }
