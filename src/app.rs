@@ -19,6 +19,8 @@ use crate::tracker::TrackerParts;
 pub struct Upstream {
     pub config: ProviderConfig,
     pub client: reqwest::Client,
+    /// `config.base_url`, parsed once: each request only sets its path and query.
+    pub base: reqwest::Url,
 }
 
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub enum StartError {
         provider: String,
         source: reqwest::Error,
     },
+    #[error("provider `{provider}`: base_url: {message}")]
+    BaseUrl { provider: String, message: String },
     #[error("no provider configured")]
     NoProvider,
     #[error("prices: {0}")]
@@ -75,7 +79,12 @@ impl App {
                     provider: config.name.clone(),
                     source,
                 })?;
+            let base = reqwest::Url::parse(&config.base_url).map_err(|e| StartError::BaseUrl {
+                provider: config.name.clone(),
+                message: e.to_string(),
+            })?;
             upstreams.push(Upstream {
+                base,
                 config: config.clone(),
                 client,
             });

@@ -51,20 +51,23 @@ impl TopLevelCapture {
         }
         let mut i = 0;
         while i < chunk.len() {
-            // Inside a string that is neither a wanted key nor a captured value, skip ahead fast.
-            if self.in_string && !self.escaped && !self.reading_key && self.capturing.is_none() {
-                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
-                    Some(j) => i += j,
-                    None => return,
+            // Runs of bytes that change no state (string contents, numbers, whitespace) are
+            // skipped, or copied in one piece into a captured value.
+            if self.started && !self.reading_key && !self.escaped {
+                let rest = &chunk[i..];
+                let run = if self.in_string {
+                    memchr::memchr2(b'"', b'\\', rest)
+                } else {
+                    rest.iter()
+                        .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']' | b',' | b':'))
                 }
-            } else if !self.in_string && self.depth > 1 && self.capturing.is_none() {
-                // Deep in a value nobody wants (an embedding's floats): only structure matters.
-                match chunk[i..]
-                    .iter()
-                    .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-                {
-                    Some(j) => i += j,
-                    None => return,
+                .unwrap_or(rest.len());
+                if run > 0 {
+                    if self.capturing.is_some() {
+                        self.keep(&rest[..run]);
+                    }
+                    i += run;
+                    continue;
                 }
             }
             let b = chunk[i];
@@ -85,11 +88,7 @@ impl TopLevelCapture {
             }
         }
         if self.capturing.is_some() {
-            if self.value.len() < MAX_MEMBER {
-                self.value.push(b);
-            } else {
-                self.oversized = true;
-            }
+            self.keep(&[b]);
         }
         if self.in_string {
             if self.escaped {
@@ -142,6 +141,15 @@ impl TopLevelCapture {
                 self.expecting_key = true;
             }
             _ => {}
+        }
+    }
+
+    /// Appends to the captured value, dropping it whole once it would pass the cap.
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.value.len() + bytes.len() <= MAX_MEMBER {
+            self.value.extend_from_slice(bytes);
+        } else {
+            self.oversized = true;
         }
     }
 

@@ -32,11 +32,15 @@ pub fn request(
     for (name, value) in &upstream.config.headers {
         headers.insert(name.clone(), value.clone());
     }
-    let url = format!(
-        "{}{}",
-        upstream.config.base_url,
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
-    );
+    // The request path goes after the base URL's own path, unchanged, with the query.
+    let mut url = upstream.base.clone();
+    let base_path = upstream.base.path().trim_end_matches('/');
+    if base_path.is_empty() {
+        url.set_path(parts.uri.path());
+    } else {
+        url.set_path(&format!("{base_path}{}", parts.uri.path()));
+    }
+    url.set_query(parts.uri.query());
     upstream
         .client
         .request(parts.method.clone(), url)

@@ -9,7 +9,11 @@ use tokio::time::Instant;
 
 use super::in_flight::{Active, BodyEnd, Ending, millis};
 use super::{Inner, Tracker};
-use crate::cost::PriceTable;
+use std::collections::HashMap;
+use std::sync::mpsc::TryRecvError;
+use std::time::Duration;
+
+use crate::cost::{Price, PriceTable};
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
 use crate::metering::usage::{Usage, UsageError, UsageFamily, normalize};
@@ -30,6 +34,51 @@ pub(crate) struct Finished {
     pub(super) dialect: Option<Dialect>,
 }
 
+/// Pause between batches while requests keep coming, and while none do.
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+const IDLE_PAUSE: Duration = Duration::from_millis(5);
+
+fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
+    let seq = finished.active.seq;
+    let (mut record, notes) = build_record(finished);
+    record.cost_usd = prices.cost(tracker.prices(), &record);
+    log_record(&record);
+    tracker.store(record, notes, seq);
+}
+
+/// Model name → price, so the price table's globs run once per model, not once per record.
+#[derive(Default)]
+struct PriceCache(HashMap<String, Option<Price>>);
+
+impl PriceCache {
+    /// Distinct models remembered before the cache starts over (client-chosen names).
+    const MAX: usize = 4096;
+
+    /// The record's cost, when its usage is known and its model has a price.
+    fn cost(&mut self, table: &PriceTable, r: &Record) -> Option<f64> {
+        if r.usage_source == UsageSource::Missing {
+            return None;
+        }
+        let price = [r.response_model.as_deref(), r.model.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|model| self.lookup(table, model))?;
+        Some(price.cost(&r.usage))
+    }
+
+    fn lookup(&mut self, table: &PriceTable, model: &str) -> Option<Price> {
+        if let Some(known) = self.0.get(model) {
+            return *known;
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let price = table.price(model);
+        self.0.insert(model.to_owned(), price);
+        price
+    }
+}
+
 pub(super) fn spawn(
     tracker: Weak<Inner>,
     queue: std::sync::mpsc::Receiver<Finished>,
@@ -37,17 +86,27 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("tokentap-recorder".into())
         .spawn(move || {
-            // Ends when every sender (held by the tracker) is gone.
-            while let Ok(finished) = queue.recv() {
-                let Some(inner) = tracker.upgrade() else {
-                    return;
-                };
-                let tracker = Tracker(inner);
-                let seq = finished.active.seq;
-                let (mut record, notes) = build_record(finished);
-                record.cost_usd = price(tracker.prices(), &record);
-                log_record(&record);
-                tracker.store(record, notes, seq);
+            let mut prices = PriceCache::default();
+            loop {
+                // Take what is queued, then sleep: blocking in recv() would make every request
+                // wake this thread, a context switch per request on a busy proxy. Records show
+                // up at most one pause later.
+                let mut taken = 0;
+                loop {
+                    match queue.try_recv() {
+                        Ok(finished) => {
+                            let Some(inner) = tracker.upgrade() else {
+                                return;
+                            };
+                            record(&Tracker(inner), finished, &mut prices);
+                            taken += 1;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        // Every sender (held by the tracker) is gone.
+                        Err(TryRecvError::Disconnected) => return,
+                    }
+                }
+                std::thread::sleep(if taken > 0 { BUSY_PAUSE } else { IDLE_PAUSE });
             }
         })
         .map(|_| ())
@@ -144,18 +203,6 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
         _ => record.usage_source = UsageSource::Missing,
     }
     (record, notes)
-}
-
-/// The record's cost, when its usage is known and its model has a price.
-fn price(prices: &PriceTable, r: &Record) -> Option<f64> {
-    if r.usage_source == UsageSource::Missing {
-        return None;
-    }
-    let model = r.response_model.as_deref().or(r.model.as_deref())?;
-    let price = prices
-        .price(model)
-        .or_else(|| r.model.as_deref().and_then(|m| prices.price(m)))?;
-    Some(price.cost(&r.usage))
 }
 
 /// The one log line of a request. Never a key: records hold only fingerprints.
