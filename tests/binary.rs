@@ -111,3 +111,171 @@ fn sigterm_drains_and_exits_zero() {
         "{log}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tokentap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a paced stream (20 chunks, 50 ms apart) and returns the socket and the bytes read.
+fn open_stream(port: u16) -> std::net::TcpStream {
+    use std::io::Write;
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-demo-chunk-delay-ms: 50\r\nx-demo-first-chunk-delay-ms: 0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+}
+
+fn read_to_end(mut stream: std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.ends_with(b"0\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
+    let (proxy, admin) = (free_port(), free_port());
+    let child = tokentap()
+        .args([
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{proxy}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args(["--drain-timeout", "20s", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(proxy);
+    let streams: Vec<_> = (0..100).map(|_| open_stream(proxy)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // Draining: not ready, but still alive.
+    let mut probe = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    std::io::Write::write_all(
+        &mut probe,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let handles: Vec<_> = streams
+        .into_iter()
+        .map(|s| std::thread::spawn(move || read_to_end(s)))
+        .collect();
+    for handle in handles {
+        let body = handle.join().unwrap();
+        assert!(
+            body.contains("data: [DONE]"),
+            "a stream in flight was cut: {}",
+            &body[body.len().saturating_sub(200)..]
+        );
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let (proxy, admin) = (free_port(), free_port());
+    let mut child = tokentap()
+        .args([
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{proxy}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args(["--drain-timeout", "10m", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(proxy);
+    // A stream long enough to hold the drain open for minutes.
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":100000,"messages":[]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-demo-chunk-delay-ms: 100\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first SIGTERM drains"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second SIGTERM did not end it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    drop(stream);
+}
