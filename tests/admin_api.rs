@@ -415,15 +415,7 @@ async fn cost_for_cached_and_reasoning_tokens_and_unknown_models() {
     assert_eq!(totals["total"]["unpriced"], 1);
     let expected = cost(0).unwrap() + cost(1).unwrap();
     assert!((totals["total"]["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-6);
-    let metrics = proxy
-        .client
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics_text().await;
     assert!(metrics.contains("tokentap_cost_usd_total{model=\"o3-mini\",provider=\"default\"}"));
 }
 

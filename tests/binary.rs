@@ -145,6 +145,25 @@ fn open_stream(port: u16) -> std::net::TcpStream {
     stream
 }
 
+/// The binary with `--demo` on the given ports, once it accepts connections.
+fn start_demo(proxy: u16, admin: u16, drain_timeout: &str) -> std::process::Child {
+    let child = tokentap()
+        .args([
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{proxy}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args(["--drain-timeout", drain_timeout, "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(proxy);
+    child
+}
+
 fn read_to_end(mut stream: std::net::TcpStream) -> String {
     use std::io::Read;
     stream
@@ -169,20 +188,7 @@ fn read_to_end(mut stream: std::net::TcpStream) -> String {
 #[test]
 fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
     let (proxy, admin) = (free_port(), free_port());
-    let child = tokentap()
-        .args([
-            "--demo",
-            "--listen",
-            &format!("127.0.0.1:{proxy}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args(["--drain-timeout", "20s", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(proxy);
+    let child = start_demo(proxy, admin, "20s");
     let streams: Vec<_> = (0..100).map(|_| open_stream(proxy)).collect();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -222,20 +228,7 @@ fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
     let (proxy, admin) = (free_port(), free_port());
-    let mut child = tokentap()
-        .args([
-            "--demo",
-            "--listen",
-            &format!("127.0.0.1:{proxy}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args(["--drain-timeout", "10m", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(proxy);
+    let mut child = start_demo(proxy, admin, "10m");
     // A stream long enough to hold the drain open for minutes.
     let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":100000,"messages":[]}"#;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();

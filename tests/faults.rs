@@ -94,15 +94,7 @@ async fn invariants(proxy: &Proxy, fake: &FakeUpstream, expected_records: usize)
         records.len() as u64
     );
     // /metrics equals the records and still parses.
-    let metrics = proxy
-        .client
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics_text().await;
     let mut from_metrics = BTreeMap::new();
     for line in metrics
         .lines()

@@ -88,15 +88,7 @@ async fn check(proxy: &Proxy, expected: u64) {
         .map(|m| m["total"]["total_tokens"].as_u64().unwrap())
         .sum();
     assert_eq!(per_model, totals["total"]["total_tokens"].as_u64().unwrap());
-    let metrics = proxy
-        .client
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics_text().await;
     let requests: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("tokentap_requests_total{"))

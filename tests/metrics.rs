@@ -78,18 +78,6 @@ async fn busy(proxy: &Proxy) {
         .unwrap();
 }
 
-async fn metrics_text(proxy: &Proxy) -> String {
-    proxy
-        .client
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn require(binary: &str) {
     let found = Command::new(binary)
         .arg("--version")
@@ -133,7 +121,7 @@ async fn the_exposition_of_a_busy_process_passes_promtool() {
     busy(&proxy).await;
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 11);
-    let text = metrics_text(&proxy).await;
+    let text = proxy.metrics_text().await;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -431,7 +419,7 @@ async fn keys_and_users_become_labels_only_when_opted_in_and_stay_bounded() {
     let (plain, _demo) = Proxy::with_demo(&[]).await;
     busy(&plain).await;
     plain.settled_records().await;
-    let text = metrics_text(&plain).await;
+    let text = plain.metrics_text().await;
     assert!(
         !text.contains("key_id=") && !text.contains("user="),
         "never labels unless opted in"
@@ -459,7 +447,7 @@ async fn keys_and_users_become_labels_only_when_opted_in_and_stay_bounded() {
             .unwrap();
     }
     proxy.settled_records().await;
-    let text = metrics_text(&proxy).await;
+    let text = proxy.metrics_text().await;
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("tokentap_requests_total{"))

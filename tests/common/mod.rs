@@ -225,6 +225,18 @@ impl Proxy {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The `/metrics` exposition (no token).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_json(&self, path: &str) -> Value {
         self.client
             .get(self.admin_url(path))
