@@ -531,3 +531,35 @@ async fn include_usage_is_added_and_its_chunk_hidden_from_the_client() {
         assert!(record["chunks"].as_u64().unwrap() >= 8);
     }
 }
+
+#[tokio::test]
+async fn an_http_1_0_client_gets_its_stream_delimited_by_the_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, _demo) = Proxy::with_demo(&[]).await;
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":6,"messages":[{"role":"user","content":"a b c"}]}"#;
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    raw.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        !answer
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "HTTP/1.0 has no chunked encoding"
+    );
+    assert!(answer.ends_with("data: [DONE]\n\n"));
+    let record = proxy.only_record().await;
+    assert_eq!(record["outcome"], "ok");
+    // Demo formula: 3 + (4 + 3 words) prompt tokens.
+    assert_eq!(usage_of(&record), [10, 6, 16, 0, 0, 0]);
+}
