@@ -8,8 +8,9 @@ use tokentap::cli::{Cli, DemoPacing};
 use tokentap::config::{Settings, process_env};
 use tokentap::{App, Listeners, demo, run, shutdown, telemetry};
 
-// Many small allocations per request (headers, records, JSON values): mimalloc's per-thread
-// free lists measured faster than glibc malloc here (see bench/RESULTS.md).
+// Many small allocations per request (headers, records, JSON values): mimalloc measured 15%
+// more requests/s than glibc malloc here. Built without transparent huge pages, it holds the
+// same memory per stream as glibc (43.8 vs 43.0 KiB at 9,900 streams; 68.5 with them).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
