@@ -163,8 +163,7 @@ async fn filters_wildcards_paging_time_and_bad_parameters() {
         ("gpt-4o", "cy"),
     ] {
         proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
+            .post_chat()
             .header("x-tokentap-user", user)
             .body(chat(model, false, 2))
             .send()
@@ -175,8 +174,7 @@ async fn filters_wildcards_paging_time_and_bad_parameters() {
             .unwrap();
     }
     proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .header("x-demo-status", "400")
         .body(chat("gpt-4o", false, 2))
         .send()
@@ -289,8 +287,7 @@ async fn filters_wildcards_paging_time_and_bad_parameters() {
 async fn include_active_counts_requests_in_flight() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .header("x-demo-chunk-delay-ms", "200")
         .body(chat("gpt-4o", true, 20))
         .send()
@@ -322,8 +319,7 @@ async fn conversations_group_turns_in_order() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
     for (i, conversation) in ["c-1", "c-2", "c-1", "c-1"].iter().enumerate() {
         proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
+            .post_chat()
             .header(
                 if i == 3 {
                     "x-session-id"
@@ -393,8 +389,7 @@ async fn cost_for_cached_and_reasoning_tokens_and_unknown_models() {
     .await;
     for model in ["gpt-4o-mini", "o3-mini", "house-model-7b"] {
         proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
+            .post_chat()
             .body(json!({"model": model}).to_string())
             .send()
             .await
@@ -422,9 +417,7 @@ async fn cost_for_cached_and_reasoning_tokens_and_unknown_models() {
 #[tokio::test]
 async fn exports_read_back_in_a_csv_reader_and_as_json_lines() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
-    proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+    proxy.post_chat()
         .header("x-tokentap-tags", "team=a\"b,env=prod")
         .body(json!({"model": "gpt-4o", "max_tokens": 3, "user": "name, with \"quotes\"\nand a newline", "messages": [{"role": "user", "content": "hi"}]}).to_string())
         .send()
@@ -659,8 +652,7 @@ async fn named_keys_show_their_name_and_the_dashboard_is_served() {
     let proxy = Proxy::start(&["--admin-token", "adm"], &toml).await;
     for key in ["sk-provider-secret", "sk-someone-else"] {
         proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
+            .post_chat()
             .bearer_auth(key)
             .body("{}")
             .send()
@@ -712,8 +704,7 @@ async fn active_requests_show_their_time_to_first_token_while_streaming() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
     // Without include_usage, so tokentap adds it and strips its chunk: the stripping path.
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .header("x-demo-chunk-delay-ms", "100")
         .body(chat("gpt-4o", true, 30))
         .send()

@@ -52,13 +52,7 @@ async fn shutdown_lets_streams_in_flight_finish_and_readyz_says_503() {
         r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
     let mut streams = Vec::new();
     for _ in 0..5 {
-        let response = proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = proxy.post_chat().body(body).send().await.unwrap();
         let mut stream = response.bytes_stream();
         stream.next().await.unwrap().unwrap();
         streams.push(stream);
@@ -129,8 +123,7 @@ async fn the_drain_timeout_cuts_what_is_left_and_says_so() {
     )
     .await;
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .body(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
         .send()
         .await
@@ -184,8 +177,7 @@ async fn under_drain_a_leaving_client_still_gets_the_providers_usage_recorded() 
     )
     .await;
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .body(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
         .send()
         .await

@@ -434,8 +434,7 @@ async fn keys_and_users_become_labels_only_when_opted_in_and_stay_bounded() {
         ("sk-d", "dee"),
     ] {
         proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
+            .post_chat()
             .bearer_auth(key)
             .header("x-tokentap-user", user)
             .body(json!({"model": "gpt-4o", "max_tokens": 2, "messages": []}).to_string())

@@ -31,9 +31,7 @@ async fn a_streamed_answer_reaches_the_client_chunk_by_chunk() {
     }))
     .await;
     let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
-    let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+    let response = proxy.post_chat()
         .body(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#)
         .send()
         .await
@@ -288,9 +286,7 @@ async fn timeouts_answer_504_before_headers_and_end_cleanly_after() {
     assert_eq!(body["error"]["code"], "upstream_timeout");
     assert_eq!(body["error"]["type"], "proxy_error");
 
-    let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+    let response = proxy.post_chat()
         .body(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello"}]}"#)
         .send()
         .await
@@ -325,8 +321,7 @@ async fn a_client_leaving_cancels_the_upstream_at_once() {
     .await;
     let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .body(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"count"}]}"#)
         .send()
         .await
@@ -369,13 +364,7 @@ async fn body_and_header_limits_answer_in_the_error_shape() {
     )
     .await;
     let big = "x".repeat(4096);
-    let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = proxy.post_chat().body(big.clone()).send().await.unwrap();
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "request_too_large");
@@ -384,8 +373,7 @@ async fn body_and_header_limits_answer_in_the_error_shape() {
         (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 512]))),
     );
     let response = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+        .post_chat()
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -434,13 +422,7 @@ async fn bad_input_gets_clear_answers_and_the_process_keeps_serving() {
         b"",
         b"[1,2,3]",
     ] {
-        let response = proxy
-            .client
-            .post(proxy.url("/v1/chat/completions"))
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = proxy.post_chat().body(body.to_vec()).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.bytes().await.unwrap(), body, "forwarded as sent");
     }
@@ -462,13 +444,7 @@ async fn bad_input_gets_clear_answers_and_the_process_keeps_serving() {
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let refused = Proxy::start(&["--upstream", &dead], "").await;
-    let response = refused
-        .client
-        .post(refused.url("/v1/chat/completions"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = refused.post_chat().body("{}").send().await.unwrap();
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
@@ -487,9 +463,7 @@ async fn bad_input_gets_clear_answers_and_the_process_keeps_serving() {
 #[tokio::test]
 async fn include_usage_is_added_and_its_chunk_hidden_from_the_client() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
-    let asked_none = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+    let asked_none = proxy.post_chat()
         .body(r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":7,"messages":[{"role":"user","content":"one two three"}]}"#)
         .send()
         .await
@@ -503,9 +477,7 @@ async fn include_usage_is_added_and_its_chunk_hidden_from_the_client() {
         "the client did not ask for usage: {asked_none}"
     );
     assert!(asked_none.ends_with("data: [DONE]\n\n"));
-    let asked = proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
+    let asked = proxy.post_chat()
         .body(r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_tokens":7,"messages":[{"role":"user","content":"one two three"}]}"#)
         .send()
         .await

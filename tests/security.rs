@@ -69,21 +69,9 @@ async fn no_client_input_can_choose_the_upstream_host() {
         assert!(answer.starts_with("HTTP/1.1 "), "{attempt}: {answer}");
     }
     let body = json!({"model": format!("http://{canary_addr}/gpt-4o"), "messages": []}).to_string();
-    proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    proxy.post_chat().body(body).send().await.unwrap();
     let body = json!({"model": format!("{canary_addr}/gpt-4o")}).to_string();
-    proxy
-        .client
-        .post(proxy.url("/v1/chat/completions"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    proxy.post_chat().body(body).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         canary_hits.load(Ordering::SeqCst),

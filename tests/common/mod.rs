@@ -225,6 +225,11 @@ impl Proxy {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A `POST /v1/chat/completions` to the proxy, to add headers and a body to.
+    pub fn post_chat(&self) -> reqwest::RequestBuilder {
+        self.client.post(self.url("/v1/chat/completions"))
+    }
+
     /// The `/metrics` exposition (no token).
     pub async fn metrics_text(&self) -> String {
         self.client
