@@ -14,14 +14,7 @@ use crate::metrics::Metrics;
 use crate::proxy::KeyNames;
 use crate::tracker::Tracker;
 use crate::tracker::TrackerParts;
-
-/// A provider and its connection pool.
-pub struct Upstream {
-    pub config: ProviderConfig,
-    pub client: reqwest::Client,
-    /// `config.base_url`, parsed once: each request only sets its path and query.
-    pub base: reqwest::Url,
-}
+use crate::upstream::Upstream;
 
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
@@ -39,11 +32,6 @@ struct Inner {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot build the HTTP client for provider `{provider}`: {source}")]
-    Client {
-        provider: String,
-        source: reqwest::Error,
-    },
     #[error("provider `{provider}`: base_url: {message}")]
     BaseUrl { provider: String, message: String },
     #[error("no provider configured")]
@@ -68,26 +56,14 @@ impl App {
     ) -> Result<App, StartError> {
         let mut upstreams = Vec::with_capacity(settings.providers.len());
         for config in &settings.providers {
-            let client = reqwest::Client::builder()
-                .connect_timeout(settings.timeouts.connect)
-                // Redirects are answered to the client, never followed to another host.
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_idle_timeout(std::time::Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|source| StartError::Client {
-                    provider: config.name.clone(),
-                    source,
+            let upstream =
+                Upstream::new(config.clone(), settings.timeouts.connect).map_err(|message| {
+                    StartError::BaseUrl {
+                        provider: config.name.clone(),
+                        message,
+                    }
                 })?;
-            let base = reqwest::Url::parse(&config.base_url).map_err(|e| StartError::BaseUrl {
-                provider: config.name.clone(),
-                message: e.to_string(),
-            })?;
-            upstreams.push(Upstream {
-                base,
-                config: config.clone(),
-                client,
-            });
+            upstreams.push(upstream);
         }
         if upstreams.is_empty() {
             return Err(StartError::NoProvider);

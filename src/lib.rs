@@ -18,6 +18,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tracker;
+pub mod upstream;
 
 pub use app::App;
 pub use server::{Listeners, run};

@@ -22,12 +22,13 @@ use attribution::attribute;
 pub use attribution::{KeyNames, fingerprint};
 use headers::header_bytes;
 
-use crate::app::{App, Upstream};
+use crate::app::App;
 use crate::error::ProxyError;
 use crate::metering::body::error_chain;
 use crate::metering::{Dialect, MeteredBody};
 use crate::record::{Endpoint, Outcome};
 use crate::tracker::{InFlight, RequestStart};
+use crate::upstream::{ClientError, Upstream};
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
 
@@ -176,25 +177,29 @@ async fn handle_tracked(
     let outgoing = rewritten.clone().or(body_bytes);
     let rewritten = rewritten.is_some();
     let upstream_body = match (outgoing, streaming_body) {
-        (Some(bytes), _) => reqwest::Body::from(bytes),
-        (None, Some(body)) => reqwest::Body::wrap(Limited::new(body, body_limit)),
-        (None, None) => reqwest::Body::from(Bytes::new()),
+        (Some(bytes), _) => Either::Left(Full::new(bytes)),
+        (None, Some(body)) => Either::Right(Limited::new(body, body_limit)),
+        (None, None) => Either::Left(Full::new(Bytes::new())),
     };
-    let request = upstream::request(
-        upstream,
-        &parts,
-        client.ip(),
-        upstream_body,
-        rewritten,
-        settings.timeouts.request,
-    );
+    let request = match upstream::request(upstream, &parts, client.ip(), upstream_body, rewritten) {
+        Ok(request) => request,
+        Err(err) => {
+            // Unreachable in practice: the parts come from a parsed request and valid config.
+            let err = ProxyError::Internal(format!("cannot build the upstream request: {err}"));
+            in_flight.fail(Outcome::ProxyError, err.status().as_u16(), err.to_string());
+            return error_response(err);
+        }
+    };
 
     in_flight.sent_upstream();
     let sent = Instant::now();
-    let response = match tokio::time::timeout(settings.timeouts.first_byte, request.send()).await {
+    // The whole-request timeout also bounds the wait for the headers.
+    let deadline = sent + settings.timeouts.request;
+    let headers_by = deadline.min(sent + settings.timeouts.first_byte);
+    let response = match tokio::time::timeout_at(headers_by, upstream.send(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(err)) => {
-            return answer_upstream_failure(in_flight, upstream, &err, sent, settings.max_body);
+            return answer_upstream_failure(in_flight, upstream, &err, settings.max_body);
         }
         Err(_) => {
             let err = ProxyError::UpstreamTimeout {
@@ -206,14 +211,13 @@ async fn handle_tracked(
         }
     };
 
-    outbound::respond(&app, response, dialect, add_usage, in_flight)
+    outbound::respond(&app, response, dialect, add_usage, in_flight, deadline)
 }
 
 fn answer_upstream_failure(
     in_flight: InFlight,
     upstream: &Upstream,
-    err: &reqwest::Error,
-    sent: Instant,
+    err: &ClientError,
     max_body: u64,
 ) -> Response<ProxyBody> {
     let provider = upstream.config.name.clone();
@@ -222,14 +226,6 @@ fn answer_upstream_failure(
         (
             ProxyError::BodyTooLarge { limit: max_body },
             Outcome::ClientError,
-        )
-    } else if err.is_timeout() {
-        (
-            ProxyError::UpstreamTimeout {
-                provider,
-                after_ms: sent.elapsed().as_millis(),
-            },
-            Outcome::Timeout,
         )
     } else if err.is_connect() {
         (

@@ -20,14 +20,17 @@ use crate::tracker::{BodyEnd, InFlight};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The upstream body as tokentap reads it.
-pub type UpstreamBody = reqwest::Body;
+pub type UpstreamBody = hyper::body::Incoming;
 
 pub struct MeteredBody {
     inner: Option<UpstreamBody>,
     meter: Option<Meter>,
     in_flight: Option<InFlight>,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// When the whole request must be over (`--request-timeout`).
+    deadline: Instant,
+    /// Fires at the earlier of the idle limit and the deadline; moved on lazily.
+    timer: Pin<Box<Sleep>>,
     last_frame: Instant,
     response_bytes: u64,
     /// Upstream bytes held back until their event is complete (stripping only).
@@ -46,6 +49,7 @@ impl MeteredBody {
         meter: Option<Meter>,
         in_flight: InFlight,
         idle: Duration,
+        deadline: Instant,
     ) -> MeteredBody {
         let now = Instant::now();
         MeteredBody {
@@ -53,7 +57,8 @@ impl MeteredBody {
             meter,
             in_flight: Some(in_flight),
             idle,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until((now + idle).min(deadline))),
             last_frame: now,
             response_bytes: 0,
             held: VecDeque::new(),
@@ -217,17 +222,20 @@ impl Body for MeteredBody {
                     this.finish(BodyEnd::Complete);
                 }
                 Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let deadline = this.last_frame + this.idle;
-                        if deadline > Instant::now() {
-                            this.idle_timer.as_mut().reset(deadline);
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        let idle_until = this.last_frame + this.idle;
+                        let next = idle_until.min(this.deadline);
+                        if next > Instant::now() {
+                            this.timer.as_mut().reset(next);
                             continue;
                         }
+                        let reason = if this.deadline <= idle_until {
+                            "the request did not finish within --request-timeout".to_owned()
+                        } else {
+                            format!("no data from the provider for {} ms", this.idle.as_millis())
+                        };
                         this.release_all(&[]);
-                        this.finish(BodyEnd::Timeout(format!(
-                            "no data from the provider for {} ms",
-                            this.idle.as_millis()
-                        )));
+                        this.finish(BodyEnd::Timeout(reason));
                         continue;
                     }
                     return Poll::Pending;

@@ -3,12 +3,14 @@
 
 use http::{Response, header};
 use http_body_util::Either;
+use tokio::time::Instant;
 
 use super::ProxyBody;
 use super::headers::strip_hop_by_hop;
 use crate::app::App;
 use crate::metering::{Dialect, Meter, MeteredBody};
 use crate::tracker::InFlight;
+use crate::upstream::UpstreamResponse;
 
 /// Headers a provider uses for its own request id, most common first.
 const REQUEST_ID_HEADERS: &[&str] = &[
@@ -21,10 +23,11 @@ const REQUEST_ID_HEADERS: &[&str] = &[
 
 pub fn respond(
     app: &App,
-    response: reqwest::Response,
+    response: UpstreamResponse,
     dialect: Option<Dialect>,
     strip_usage_chunks: bool,
     in_flight: InFlight,
+    deadline: Instant,
 ) -> Response<ProxyBody> {
     let status = response.status();
     let request_id = REQUEST_ID_HEADERS
@@ -33,7 +36,6 @@ pub fn respond(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     in_flight.response_headers(status.as_u16(), request_id);
-    let response: Response<reqwest::Body> = response.into();
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let meter = dialect.map(|dialect| {
@@ -61,7 +63,13 @@ pub fn respond(
         // Cutting a chunk changes the length.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let mut body = MeteredBody::new(body, meter, in_flight, app.settings().timeouts.idle);
+    let mut body = MeteredBody::new(
+        body,
+        meter,
+        in_flight,
+        app.settings().timeouts.idle,
+        deadline,
+    );
     if let Some(drainer) = app.drainer() {
         body = body.drain_on_disconnect(drainer.clone());
     }
