@@ -17,6 +17,16 @@ static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"
 static STRING_VALUE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\":\""));
 
 const CHAT_TEXT: &[&[u8]] = &[b"content", b"reasoning_content", b"reasoning", b"refusal"];
+/// Every key whose value the full parse of an OpenAI-style chunk would count as text, quoted.
+static OPENAI_TEXT_KEYS: LazyLock<[Finder<'static>; 5]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"content\""),
+        Finder::new(b"\"reasoning_content\""),
+        Finder::new(b"\"reasoning\""),
+        Finder::new(b"\"refusal\""),
+        Finder::new(b"\"text\""),
+    ]
+});
 const COMPLETION_TEXT: &[&[u8]] = &[b"text"];
 const RESPONSES_TEXT: &[&[u8]] = &[b"delta"];
 const MESSAGES_TEXT: &[&[u8]] = &[b"text", b"partial_json", b"thinking"];
@@ -61,7 +71,13 @@ pub fn try_observe(
         }
     }
     if count == 0 {
-        return false;
+        // A role-only or finish chunk carries nothing to record, but only if no text key is
+        // there in a form the scan above skips (`"content": "x"` with a space).
+        return matches!(dialect, Dialect::Chat | Dialect::Completions)
+            && OPENAI_TEXT_KEYS.iter().all(|key| {
+                key.find_iter(data)
+                    .all(|at| followed_by_null(&data[at + key.needle().len()..]))
+            });
     }
     if count <= hits.len() {
         for &start in &hits[..count] {
@@ -166,14 +182,33 @@ mod tests {
     }
 
     #[test]
+    fn chunks_without_text_are_taken_with_nothing_recorded() {
+        for data in [
+            &br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#[..],
+            br#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
+            br#"{"choices":[{"delta":{"content":null, "refusal" : null},"finish_reason":"stop"}]}"#,
+        ] {
+            assert_eq!(
+                run(Dialect::Chat, b"", data),
+                (true, String::new()),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        // Other dialects' events without text still go to the full parse.
+        assert!(!run(Dialect::Messages, b"content_block_delta", br#"{"delta":{}}"#).0);
+    }
+
+    #[test]
     fn anything_else_is_declined_untouched() {
         let declined = [
             &br#"{"choices":[],"usage":{"prompt_tokens":1}}"#[..],
             br#"{"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":1}}"#,
             br#"{"choices":[{"delta":{"tool_calls":[{"id":"c"}]}}]}"#,
             br#"{"error":{"message":"boom"},"choices":[{"delta":{"content":"a"}}]}"#,
-            br#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
             br#"{"choices":[{"delta":{"content": "spaced"}}]}"#,
+            br#"{"choices":[{"delta":{"refusal" :"no"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"text": "legacy"}]}"#,
         ];
         for data in declined {
             assert_eq!(

@@ -125,7 +125,7 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
     record.outcome = Some(outcome);
     record.error = error;
 
-    let Some(m) = f.measurement else {
+    let Some(mut m) = f.measurement else {
         record.usage_source = UsageSource::Missing;
         return (record, notes);
     };
@@ -160,10 +160,8 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
             )
         })
     };
-    if let Some(raw) = &m.usage {
-        record.raw_usage = Some(serde_json::Value::Object(raw.clone()));
-    }
     let stated = m.usage.as_ref().map(|raw| normalize(raw, family));
+    record.raw_usage = m.usage.take().map(serde_json::Value::Object);
     let countable =
         answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some();
     match stated {
