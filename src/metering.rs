@@ -9,6 +9,7 @@ mod fast;
 pub mod json_scan;
 pub mod measurement;
 pub mod meter;
+mod openai_event;
 pub mod sse;
 pub mod usage;
 

@@ -196,7 +196,14 @@ mod tests {
             );
         }
         // Other dialects' events without text still go to the full parse.
-        assert!(!run(Dialect::Messages, b"content_block_delta", br#"{"delta":{}}"#).0);
+        assert!(
+            !run(
+                Dialect::Messages,
+                b"content_block_delta",
+                br#"{"delta":{}}"#
+            )
+            .0
+        );
     }
 
     #[test]

@@ -84,10 +84,19 @@ impl Measurement {
 
     fn set_model(&mut self, model: Option<&Value>) {
         if let Some(model) = model.and_then(Value::as_str) {
-            if self.response_model.as_deref() != Some(model) {
-                self.response_model = Some(model.to_owned());
-            }
+            self.set_model_str(model);
         }
+    }
+
+    pub(super) fn set_model_str(&mut self, model: &str) {
+        if self.response_model.as_deref() != Some(model) {
+            self.response_model = Some(model.to_owned());
+        }
+    }
+
+    /// The event's usage object replaces any earlier one (OpenAI's streams carry it once).
+    pub(super) fn set_usage_map(&mut self, usage: Map<String, Value>) {
+        self.usage = Some(usage);
     }
 
     fn set_error(&mut self, error: &Value) {

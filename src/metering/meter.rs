@@ -10,6 +10,7 @@ use super::decode::Decoder;
 use super::fast;
 use super::json_scan::TopLevelCapture;
 use super::measurement::{Dialect, Measurement};
+use super::openai_event;
 use super::sse::{SseEvent, SseParser};
 
 /// Top-level members of a non-streamed body the meter reads.
@@ -173,6 +174,18 @@ fn on_event(
     }
     m.chunks += 1;
     if fast::try_observe(m, dialect, event.event, data, now) {
+        return;
+    }
+    let typed = match dialect {
+        Dialect::Chat | Dialect::Completions | Dialect::Embeddings => {
+            openai_event::observe(m, data, now)
+        }
+        Dialect::Responses | Dialect::Messages => None,
+    };
+    if let Some(usage_only) = typed {
+        if usage_only && strip {
+            cuts.push(event.start..event.end);
+        }
         return;
     }
     match serde_json::from_slice::<serde_json::Value>(data) {
