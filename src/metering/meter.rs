@@ -18,8 +18,13 @@ const JSON_MEMBERS: &[&str] = &[
     "usage", "model", "error", "choices", "x_groq", "object", "type", "output", "content",
 ];
 
+/// A non-streamed OpenAI-style body up to this size is kept whole and read in one typed parse
+/// at its end; a bigger one (embeddings of many inputs) is scanned as it passes.
+const SMALL_BODY: usize = 64 << 10;
+
 enum Framing {
     Sse(SseParser),
+    SmallJson(Vec<u8>),
     Json(TopLevelCapture),
 }
 
@@ -44,10 +49,14 @@ impl Meter {
         let decoder = encoding.and_then(Decoder::for_encoding);
         Meter {
             dialect,
-            framing: if sse {
-                Framing::Sse(SseParser::new())
-            } else {
-                Framing::Json(TopLevelCapture::new(JSON_MEMBERS))
+            framing: match dialect {
+                _ if sse => Framing::Sse(SseParser::new()),
+                Dialect::Chat | Dialect::Completions | Dialect::Embeddings => {
+                    Framing::SmallJson(Vec::new())
+                }
+                Dialect::Responses | Dialect::Messages => {
+                    Framing::Json(TopLevelCapture::new(JSON_MEMBERS))
+                }
             },
             // Byte offsets of a compressed stream say nothing about events: never cut one.
             strip_usage_chunks: strip_usage_chunks && sse && decoder.is_none(),
@@ -101,6 +110,18 @@ impl Meter {
             Framing::Sse(parser) => parser.feed(chunk, &mut |event| {
                 on_event(measurement, *dialect, event, now, *strip_usage_chunks, cuts)
             }),
+            Framing::SmallJson(body) if body.len() + chunk.len() <= SMALL_BODY => {
+                if body.is_empty() {
+                    body.reserve_exact(chunk.len());
+                }
+                body.extend_from_slice(chunk);
+            }
+            Framing::SmallJson(body) => {
+                let mut capture = TopLevelCapture::new(JSON_MEMBERS);
+                capture.feed(body);
+                capture.feed(chunk);
+                *framing = Framing::Json(capture);
+            }
             Framing::Json(capture) => capture.feed(chunk),
         }
     }
@@ -109,7 +130,7 @@ impl Meter {
     pub fn settled_offset(&self) -> u64 {
         match &self.framing {
             Framing::Sse(parser) => parser.settled_offset(),
-            Framing::Json(_) => u64::MAX,
+            Framing::SmallJson(_) | Framing::Json(_) => u64::MAX,
         }
     }
 
@@ -143,16 +164,30 @@ impl Meter {
                     on_event(&mut measurement, dialect, event, now, false, &mut ignored)
                 });
             }
-            Framing::Json(capture) => match capture.finish() {
-                Some(members) if !members.is_empty() => {
+            Framing::SmallJson(body) => {
+                if openai_event::observe_body(&mut measurement, &body, now).is_some() {
                     measurement.chunks = 1;
-                    measurement.observe(&serde_json::Value::Object(members), dialect, "", now);
+                } else {
+                    let mut capture = TopLevelCapture::new(JSON_MEMBERS);
+                    capture.feed(&body);
+                    observe_members(&mut measurement, dialect, capture, now);
                 }
-                Some(_) => {}
-                None => measurement.parse_errors += 1,
-            },
+            }
+            Framing::Json(capture) => observe_members(&mut measurement, dialect, capture, now),
         }
         measurement
+    }
+}
+
+/// The generic reading of a non-streamed body: its top-level members as `Value`s.
+fn observe_members(m: &mut Measurement, dialect: Dialect, capture: TopLevelCapture, now: Instant) {
+    match capture.finish() {
+        Some(members) if !members.is_empty() => {
+            m.chunks = 1;
+            m.observe(&serde_json::Value::Object(members), dialect, "", now);
+        }
+        Some(_) => {}
+        None => m.parse_errors += 1,
     }
 }
 

@@ -69,9 +69,24 @@ struct Function<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 
-/// Observes one event or body. `None` when declined (nothing recorded then); otherwise whether
+/// Observes one stream event. `None` when declined (nothing recorded then); otherwise whether
 /// it is a usage-only chunk (`choices: []` plus usage).
 pub fn observe(m: &mut Measurement, data: &[u8], now: Instant) -> Option<bool> {
+    Some(apply(m, parse(data)?, now))
+}
+
+/// Observes a whole non-streamed body. Declined (`None`) also when it has none of `model`,
+/// `usage` and `choices`: the caller's generic path decides what such a body is.
+pub fn observe_body(m: &mut Measurement, data: &[u8], now: Instant) -> Option<()> {
+    let event = parse(data)?;
+    if event.model.is_none() && event.usage.is_none() && event.choices.is_none() {
+        return None;
+    }
+    apply(m, event, now);
+    Some(())
+}
+
+fn parse(data: &[u8]) -> Option<Event<'_>> {
     // A JSON array would deserialize into a struct too; only an object is an event.
     if data.trim_ascii_start().first() != Some(&b'{') {
         return None;
@@ -80,6 +95,10 @@ pub fn observe(m: &mut Measurement, data: &[u8], now: Instant) -> Option<bool> {
     if event.error.is_some() || event.x_groq.is_some() {
         return None;
     }
+    Some(event)
+}
+
+fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
     if let Some(model) = &event.model {
         m.set_model_str(model);
     }
@@ -118,7 +137,7 @@ pub fn observe(m: &mut Measurement, data: &[u8], now: Instant) -> Option<bool> {
             }
         }
     }
-    Some(usage_only)
+    usage_only
 }
 
 fn push(m: &mut Measurement, text: Option<&str>, now: Instant) {
