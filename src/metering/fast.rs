@@ -31,32 +31,91 @@ const COMPLETION_TEXT: &[&[u8]] = &[b"text"];
 const RESPONSES_TEXT: &[&[u8]] = &[b"delta"];
 const MESSAGES_TEXT: &[&[u8]] = &[b"text", b"partial_json", b"thinking"];
 
-/// Handles `data` without a full parse when it is a plain content delta. Returns `false` when
-/// the event needs the full parse instead (nothing has been recorded then).
+/// What the fast path did with an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fast {
+    /// Left to the full parse; nothing recorded.
+    Declined,
+    Taken,
+    /// Taken, and its only text was the string value whose body starts at `open` and whose
+    /// closing quote is at `close`.
+    OneText {
+        open: usize,
+        close: usize,
+    },
+}
+
+/// A stream's content chunks differ from one another only in their text: the bytes before and
+/// after the text value of a chunk the fast path took whole. A chunk made of exactly that prefix,
+/// one JSON string and that suffix has the same keys in the same places, so its text is all
+/// there is to record: two comparisons instead of the searches.
+pub struct Template {
+    event: Vec<u8>,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+impl Template {
+    pub fn learn(event: &[u8], data: &[u8], open: usize, close: usize) -> Template {
+        Template {
+            event: event.to_vec(),
+            prefix: data[..open].to_vec(),
+            suffix: data[close..].to_vec(),
+        }
+    }
+
+    /// Records the event's text when the event fits the template; `false` (nothing recorded)
+    /// otherwise.
+    pub fn try_observe(
+        &self,
+        m: &mut Measurement,
+        event: &[u8],
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let fits = event == self.event.as_slice()
+            && data.len() >= self.prefix.len() + self.suffix.len()
+            && data.starts_with(&self.prefix)
+            && data.ends_with(&self.suffix);
+        if !fits {
+            return false;
+        }
+        match json_string_at(data, self.prefix.len()) {
+            Some((text, close)) if close == data.len() - self.suffix.len() => {
+                m.push_text(&text, now);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Handles `data` without a full parse when it is a plain content delta. Declines when the
+/// event needs the full parse instead (nothing has been recorded then).
 pub fn try_observe(
     m: &mut Measurement,
     dialect: Dialect,
     event: &[u8],
     data: &[u8],
     now: Instant,
-) -> bool {
+) -> Fast {
     let text_keys = match dialect {
         // The first event names the model: parse it fully.
         Dialect::Chat if m.response_model.is_some() => CHAT_TEXT,
         Dialect::Completions if m.response_model.is_some() => COMPLETION_TEXT,
         Dialect::Responses if event.ends_with(b".delta") => RESPONSES_TEXT,
-        Dialect::Messages if event == b"ping" => return true,
+        Dialect::Messages if event == b"ping" => return Fast::Taken,
         Dialect::Messages if event == b"content_block_delta" => MESSAGES_TEXT,
-        _ => return false,
+        _ => return Fast::Declined,
     };
     if ERROR.find(data).is_some() || TOOL_CALLS.find(data).is_some() {
-        return false;
+        return Fast::Declined;
     }
     if USAGE
         .find_iter(data)
         .any(|at| !followed_by_null(&data[at + 7..]))
     {
-        return false;
+        return Fast::Declined;
     }
     // Decide first, record second, so a declined event leaves no trace. Text values are kept
     // on the stack, so the usual event is scanned once.
@@ -73,11 +132,31 @@ pub fn try_observe(
     if count == 0 {
         // A role-only or finish chunk carries nothing to record, but only if no text key is
         // there in a form the scan above skips (`"content": "x"` with a space).
-        return matches!(dialect, Dialect::Chat | Dialect::Completions)
+        let textless = matches!(dialect, Dialect::Chat | Dialect::Completions)
             && OPENAI_TEXT_KEYS.iter().all(|key| {
                 key.find_iter(data)
                     .all(|at| followed_by_null(&data[at + key.needle().len()..]))
             });
+        return if textless {
+            Fast::Taken
+        } else {
+            Fast::Declined
+        };
+    }
+    if count == 1 {
+        return match json_string_at(data, hits[0]) {
+            Some((text, close)) => {
+                m.push_text(&text, now);
+                Fast::OneText {
+                    open: hits[0],
+                    close,
+                }
+            }
+            None => {
+                m.parse_errors += 1;
+                Fast::Taken
+            }
+        };
     }
     if count <= hits.len() {
         for &start in &hits[..count] {
@@ -90,7 +169,7 @@ pub fn try_observe(
             }
         }
     }
-    true
+    Fast::Taken
 }
 
 /// The key that ends with the `"` at `quote`.
@@ -104,7 +183,7 @@ fn key_before(data: &[u8], quote: usize) -> &[u8] {
 
 fn record_text(m: &mut Measurement, data: &[u8], start: usize, now: Instant) {
     match json_string_at(data, start) {
-        Some(text) => m.push_text(&text, now),
+        Some((text, _)) => m.push_text(&text, now),
         None => m.parse_errors += 1,
     }
 }
@@ -123,14 +202,15 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[skip..]
 }
 
-/// Reads the JSON string whose body starts at `start` (just past its opening quote).
-fn json_string_at(data: &[u8], start: usize) -> Option<std::borrow::Cow<'_, str>> {
+/// Reads the JSON string whose body starts at `start` (just past its opening quote), and the
+/// index of its closing quote.
+fn json_string_at(data: &[u8], start: usize) -> Option<(std::borrow::Cow<'_, str>, usize)> {
     let body = &data[start..];
     let end = memchr::memchr2(b'"', b'\\', body)?;
     if body[end] == b'"' {
         return std::str::from_utf8(&body[..end])
             .ok()
-            .map(std::borrow::Cow::Borrowed);
+            .map(|text| (std::borrow::Cow::Borrowed(text), start + end));
     }
     // Escapes present: find the real closing quote, then let serde_json decode.
     let mut i = end;
@@ -141,7 +221,7 @@ fn json_string_at(data: &[u8], start: usize) -> Option<std::borrow::Cow<'_, str>
                 let quoted = data.get(start - 1..start + i + 1)?;
                 return serde_json::from_slice::<String>(quoted)
                     .ok()
-                    .map(std::borrow::Cow::Owned);
+                    .map(|text| (std::borrow::Cow::Owned(text), start + i));
             }
             _ => i += 1,
         }
@@ -158,7 +238,7 @@ mod tests {
             response_model: Some("m".into()),
             ..Measurement::default()
         };
-        let handled = try_observe(&mut m, dialect, event, data, Instant::now());
+        let handled = try_observe(&mut m, dialect, event, data, Instant::now()) != Fast::Declined;
         (handled, m.text)
     }
 
@@ -226,13 +306,16 @@ mod tests {
             );
         }
         let mut fresh = Measurement::default();
-        assert!(!try_observe(
-            &mut fresh,
-            Dialect::Chat,
-            b"",
-            br#"{"choices":[{"delta":{"content":"a"}}]}"#,
-            Instant::now()
-        ));
+        assert_eq!(
+            try_observe(
+                &mut fresh,
+                Dialect::Chat,
+                b"",
+                br#"{"choices":[{"delta":{"content":"a"}}]}"#,
+                Instant::now()
+            ),
+            Fast::Declined
+        );
         assert!(
             !run(
                 Dialect::Responses,
@@ -241,5 +324,47 @@ mod tests {
             )
             .0
         );
+    }
+
+    #[test]
+    fn a_template_takes_only_chunks_that_differ_in_their_text() {
+        let mut m = Measurement {
+            response_model: Some("m".into()),
+            ..Measurement::default()
+        };
+        let now = Instant::now();
+        let first = br#"{"id":"c","choices":[{"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#;
+        let Fast::OneText { open, close } = try_observe(&mut m, Dialect::Chat, b"", first, now)
+        else {
+            panic!("a content chunk with one text");
+        };
+        let template = Template::learn(b"", first, open, close);
+        let same_shape = [
+            (&br#"{"id":"c","choices":[{"delta":{"content":"lo"},"finish_reason":null}],"usage":null}"#[..], "lo"),
+            (br#"{"id":"c","choices":[{"delta":{"content":"\"q\" \u00e9"},"finish_reason":null}],"usage":null}"#, "\"q\" é"),
+            (br#"{"id":"c","choices":[{"delta":{"content":""},"finish_reason":null}],"usage":null}"#, ""),
+        ];
+        for (data, text) in same_shape {
+            let before = m.text.len();
+            assert!(template.try_observe(&mut m, b"", data, now));
+            assert_eq!(&m.text[before..], text);
+        }
+        let other_shape = [
+            // The text closes early and the rest is structure: a usage member hides in it.
+            &br#"{"id":"c","choices":[{"delta":{"content":"x"},"usage":{"prompt_tokens":1},"y":"z"},"finish_reason":null}],"usage":null}"#[..],
+            br#"{"id":"c","choices":[{"delta":{"content":"x"},"finish_reason":"stop"}],"usage":null}"#,
+            br#"{"id":"d","choices":[{"delta":{"content":"x"},"finish_reason":null}],"usage":null}"#,
+            br#"{"id":"c","choices":[{"delta":{"content":"unterminated},"finish_reason":null}],"usage":null}"#,
+        ];
+        let text = m.text.clone();
+        for data in other_shape {
+            assert!(
+                !template.try_observe(&mut m, b"", data, now),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        assert!(!template.try_observe(&mut m, b"other", first, now));
+        assert_eq!(m.text, text);
     }
 }

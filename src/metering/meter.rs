@@ -7,7 +7,7 @@ use std::ops::Range;
 use tokio::time::Instant;
 
 use super::decode::Decoder;
-use super::fast;
+use super::fast::{self, Fast, Template};
 use super::json_scan::TopLevelCapture;
 use super::measurement::{Dialect, Measurement};
 use super::openai_event;
@@ -36,6 +36,8 @@ pub struct Meter {
     /// Cut usage-only chunks (tokentap asked for them, the client did not).
     strip_usage_chunks: bool,
     cuts: Vec<Range<u64>>,
+    /// The shape of this stream's content chunks, once the fast path has seen one.
+    template: Option<Template>,
 }
 
 impl Meter {
@@ -63,6 +65,7 @@ impl Meter {
             decoder,
             measurement: Measurement::default(),
             cuts: Vec::new(),
+            template: None,
         }
     }
 
@@ -104,11 +107,13 @@ impl Meter {
             measurement,
             strip_usage_chunks,
             cuts,
+            template,
             ..
         } = self;
         match framing {
             Framing::Sse(parser) => parser.feed(chunk, &mut |event| {
-                on_event(measurement, *dialect, event, now, *strip_usage_chunks, cuts)
+                let strip = *strip_usage_chunks;
+                on_event(measurement, *dialect, event, now, strip, cuts, template)
             }),
             Framing::SmallJson(body) if body.len() + chunk.len() <= SMALL_BODY => {
                 if body.is_empty() {
@@ -155,13 +160,22 @@ impl Meter {
             dialect,
             framing,
             mut measurement,
+            mut template,
             ..
         } = self;
         match framing {
             Framing::Sse(mut parser) => {
                 let mut ignored = Vec::new();
                 parser.finish(&mut |event| {
-                    on_event(&mut measurement, dialect, event, now, false, &mut ignored)
+                    on_event(
+                        &mut measurement,
+                        dialect,
+                        event,
+                        now,
+                        false,
+                        &mut ignored,
+                        &mut template,
+                    )
                 });
             }
             Framing::SmallJson(body) => {
@@ -198,6 +212,7 @@ fn on_event(
     now: Instant,
     strip: bool,
     cuts: &mut Vec<Range<u64>>,
+    template: &mut Option<Template>,
 ) {
     let data = event.data.trim_ascii();
     if data == b"[DONE]" {
@@ -208,8 +223,20 @@ fn on_event(
         return;
     }
     m.chunks += 1;
-    if fast::try_observe(m, dialect, event.event, data, now) {
+    if template
+        .as_ref()
+        .is_some_and(|t| t.try_observe(m, event.event, data, now))
+    {
         return;
+    }
+    match fast::try_observe(m, dialect, event.event, data, now) {
+        Fast::Declined => {}
+        Fast::Taken => return,
+        Fast::OneText { open, close } => {
+            // This chunk did not fit the template (if any): its shape is the new one.
+            *template = Some(Template::learn(event.event, data, open, close));
+            return;
+        }
     }
     let typed = match dialect {
         Dialect::Chat | Dialect::Completions | Dialect::Embeddings => {
