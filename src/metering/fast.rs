@@ -73,10 +73,11 @@ impl Template {
         data: &[u8],
         now: Instant,
     ) -> bool {
-        let fits = event == self.event.as_slice()
-            && data.len() >= self.prefix.len() + self.suffix.len()
-            && data.starts_with(&self.prefix)
-            && data.ends_with(&self.suffix);
+        let (p, s) = (self.prefix.len(), self.suffix.len());
+        let fits = same(event, &self.event)
+            && data.len() >= p + s
+            && same(&data[..p], &self.prefix)
+            && same(&data[data.len() - s..], &self.suffix);
         if !fits {
             return false;
         }
@@ -88,6 +89,15 @@ impl Template {
             _ => false,
         }
     }
+}
+
+/// Slice equality without libc's `memcmp`. Rust compares two empty slices by calling `memcmp`
+/// with length 0 on their dangling pointers, and glibc's AVX-512 variant then does a masked
+/// load from an unmapped address: an assist costing thousands of cycles. Comparing the empty
+/// event names of chat chunks that way took 7% of the proxy's CPU on streams (perf). This
+/// loop touches no memory for empty slices and vectorizes to XORs otherwise.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Handles `data` without a full parse when it is a plain content delta. Declines when the
