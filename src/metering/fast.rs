@@ -12,6 +12,7 @@ use super::measurement::{Dialect, Measurement};
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
 /// The end of a key whose value is a string. Inside a JSON string every `"` is escaped, so this
 /// only occurs between a key and its value.
 static STRING_VALUE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\":\""));
@@ -127,6 +128,13 @@ pub fn try_observe(
     {
         return Fast::Declined;
     }
+    // The full parse would take a new model name: leave such an event to it.
+    if MODEL.find_iter(data).any(|at| {
+        let known = m.response_model.as_deref().unwrap_or_default();
+        names_other_model(&data[at + 7..], known)
+    }) {
+        return Fast::Declined;
+    }
     // Decide first, record second, so a declined event leaves no trace. Text values are kept
     // on the stack, so the usual event is scanned once.
     let mut hits = [0usize; 8];
@@ -196,6 +204,21 @@ fn record_text(m: &mut Measurement, data: &[u8], start: usize, now: Instant) {
         Some((text, _)) => m.push_text(&text, now),
         None => m.parse_errors += 1,
     }
+}
+
+/// After a `"model"` string: is it a key whose value is anything but the string `known`? (A
+/// `"model"` that is itself a value is followed by `,`, `}` or `]`, not `:`.)
+fn names_other_model(rest: &[u8], known: &str) -> bool {
+    let rest = trim_start(rest);
+    let Some(rest) = rest.strip_prefix(b":") else {
+        return false;
+    };
+    let rest = trim_start(rest);
+    let Some(value) = rest.strip_prefix(b"\"") else {
+        return true;
+    };
+    let start = rest.len() - value.len();
+    json_string_at(rest, start).is_none_or(|(model, _)| model != known)
 }
 
 /// After a `"usage"` key: is its value `null`?

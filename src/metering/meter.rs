@@ -230,7 +230,8 @@ fn on_event(
         return;
     }
     match fast::try_observe(m, dialect, event.event, data, now) {
-        Fast::Declined => {}
+        // The full parse may change what the template assumed (the model): learn it anew.
+        Fast::Declined => *template = None,
         Fast::Taken => return,
         Fast::OneText { open, close } => {
             // This chunk did not fit the template (if any): its shape is the new one.
@@ -262,5 +263,7 @@ fn on_event(
     }
 }
 
+#[cfg(test)]
+mod equivalence;
 #[cfg(test)]
 mod tests;
