@@ -57,7 +57,7 @@ fn text() -> impl Strategy<Value = String> {
 fn chunk(shape: u8, text: &str, form: u8) -> String {
     let t = Value::String(text.to_owned());
     let value = match shape % 9 {
-        0 | 1 | 2 => {
+        0..=2 => {
             json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}], "usage": null})
         }
         3 => {
