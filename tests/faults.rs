@@ -783,6 +783,29 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
 }
 
 #[tokio::test]
+async fn the_whole_request_timeout_also_bounds_the_wait_for_headers() {
+    let fake = FakeUpstream::start().await;
+    fake.script("stall-before-headers", Scenario::new().then(Step::Stall));
+    // The first-byte timeout alone would wait 30 s; the whole request may only take 500 ms.
+    let proxy = start(
+        &fake,
+        &["--first-byte-timeout", "30s", "--request-timeout", "500ms"],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = call(&proxy, "stall-before-headers", STREAM_BODY).await;
+    assert_eq!(status, 504);
+    assert!(
+        String::from_utf8(body.unwrap())
+            .unwrap()
+            .contains("upstream_timeout")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let r = invariants(&proxy, &fake, 1).await;
+    assert_eq!(r[0]["outcome"], "timeout");
+}
+
+#[tokio::test]
 async fn the_whole_request_timeout_ends_a_stream_that_never_goes_idle() {
     let fake = FakeUpstream::start().await;
     let mut s = Scenario::sse_head();
