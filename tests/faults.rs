@@ -43,6 +43,13 @@ async fn start(fake: &FakeUpstream, extra: &[&str]) -> Proxy {
     Proxy::start(&args, "").await
 }
 
+/// tokentap's own error answer: the `status`, and a body naming `code`.
+fn assert_error_answer(reply: (u16, Result<Vec<u8>, String>), status: u16, code: &str) {
+    assert_eq!(reply.0, status);
+    let body = String::from_utf8(reply.1.unwrap()).unwrap();
+    assert!(body.contains(code), "`{code}` not in {body}");
+}
+
 /// Sends a streamed chat request with scenario `name` and returns (status, body bytes or error).
 async fn call(proxy: &Proxy, name: &str, body: &str) -> (u16, Result<Vec<u8>, String>) {
     let response = proxy
@@ -200,13 +207,8 @@ async fn upstream_resets_and_stalls() {
             .then(Step::Close),
     );
 
-    let (status, body) = call(&proxy, "reset-before-headers", STREAM_BODY).await;
-    assert_eq!(status, 502);
-    assert!(
-        String::from_utf8(body.unwrap())
-            .unwrap()
-            .contains("upstream_")
-    );
+    let reply = call(&proxy, "reset-before-headers", STREAM_BODY).await;
+    assert_error_answer(reply, 502, "upstream_");
     let (status, body) = call(&proxy, "reset-after-headers", STREAM_BODY).await;
     assert_eq!(status, 200);
     assert!(
@@ -215,13 +217,8 @@ async fn upstream_resets_and_stalls() {
     );
     let (_, body) = call(&proxy, "reset-mid-event", STREAM_BODY).await;
     assert!(body.is_err());
-    let (status, body) = call(&proxy, "stall-before-headers", STREAM_BODY).await;
-    assert_eq!(status, 504);
-    assert!(
-        String::from_utf8(body.unwrap())
-            .unwrap()
-            .contains("upstream_timeout")
-    );
+    let reply = call(&proxy, "stall-before-headers", STREAM_BODY).await;
+    assert_error_answer(reply, 504, "upstream_timeout");
     let (status, body) = call(&proxy, "stall-between-chunks", STREAM_BODY).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -793,13 +790,8 @@ async fn the_whole_request_timeout_also_bounds_the_wait_for_headers() {
     )
     .await;
     let started = std::time::Instant::now();
-    let (status, body) = call(&proxy, "stall-before-headers", STREAM_BODY).await;
-    assert_eq!(status, 504);
-    assert!(
-        String::from_utf8(body.unwrap())
-            .unwrap()
-            .contains("upstream_timeout")
-    );
+    let reply = call(&proxy, "stall-before-headers", STREAM_BODY).await;
+    assert_error_answer(reply, 504, "upstream_timeout");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let r = invariants(&proxy, &fake, 1).await;
     assert_eq!(r[0]["outcome"], "timeout");
