@@ -102,23 +102,17 @@ fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
     if let Some(model) = &event.model {
         m.set_model_str(model);
     }
-    let had_choices = event.choices.is_some();
-    let choices = event.choices.unwrap_or_default();
+    let usage_only_shape = event.choices.as_ref().is_some_and(Vec::is_empty);
+    // The first usage object wins: the top level's, else a choice's (as the Value path reads).
     let mut usage = event.usage;
-    let mut texts_and_calls = Vec::new();
-    for choice in choices {
+    for choice in event.choices.into_iter().flatten() {
         if usage.is_none() {
             usage = choice.usage;
         }
-        texts_and_calls.push((choice.text, choice.delta.or(choice.message)));
-    }
-    let usage_only = usage.is_some() && had_choices && texts_and_calls.is_empty();
-    if let Some(usage) = usage {
-        m.set_usage_map(usage);
-    }
-    for (text, part) in texts_and_calls {
-        push(m, text.as_deref(), now);
-        let Some(part) = part else { continue };
+        push(m, choice.text.as_deref(), now);
+        let Some(part) = choice.delta.or(choice.message) else {
+            continue;
+        };
         for text in [
             &part.content,
             &part.reasoning_content,
@@ -136,6 +130,10 @@ fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
                 push(m, function.arguments.as_deref(), now);
             }
         }
+    }
+    let usage_only = usage_only_shape && usage.is_some();
+    if let Some(usage) = usage {
+        m.set_usage_map(usage);
     }
     usage_only
 }
