@@ -105,7 +105,8 @@ pub struct Record {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub usage: Usage,
-    pub raw_usage: Option<serde_json::Value>,
+    /// The provider's usage object as it sent it (whitespace between tokens removed).
+    pub raw_usage: Option<Box<serde_json::value::RawValue>>,
     pub usage_source: UsageSource,
     pub cost_usd: Option<f64>,
     pub upstream_request_id: Option<String>,

@@ -2,6 +2,7 @@
 //! response's own usage locations are read (top level, `x_groq.usage`, `choices[i].usage`,
 //! `response.usage`, `message.usage`); a usage-shaped object anywhere else is not usage.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -36,8 +37,9 @@ const MAX_TEXT: usize = 4 << 20;
 
 #[derive(Debug, Default)]
 pub struct Measurement {
-    /// The last usage object carried (merged field by field for Anthropic's events).
-    pub usage: Option<Map<String, Value>>,
+    /// The last usage object carried (merged field by field for Anthropic's events), as JSON
+    /// text: the typed path copies it verbatim, with no tree built while the answer streams.
+    pub usage: Option<Box<RawValue>>,
     pub response_model: Option<String>,
     /// Output text seen, for an estimate when no usage arrives.
     pub text: String,
@@ -54,6 +56,15 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// The usage object as a tree, for comparing readings: the typed path keeps the provider's
+    /// text, the `Value` path a re-serialised one.
+    #[cfg(test)]
+    pub fn usage_value(&self) -> Option<Value> {
+        self.usage
+            .as_ref()
+            .map(|u| serde_json::from_str(u.get()).expect("usage text is JSON"))
+    }
+
     pub fn push_text(&mut self, text: &str, now: Instant) {
         if text.is_empty() {
             return;
@@ -76,9 +87,19 @@ impl Measurement {
 
     fn set_usage(&mut self, usage: &Value, merge: bool) {
         let Some(map) = usage.as_object() else { return };
-        match (&mut self.usage, merge) {
-            (Some(existing), true) => merge_into(existing, map),
-            (slot, _) => *slot = Some(map.clone()),
+        let earlier = match (&self.usage, merge) {
+            (Some(text), true) => serde_json::from_str::<Map<String, Value>>(text.get()).ok(),
+            _ => None,
+        };
+        let text = match earlier {
+            Some(mut earlier) => {
+                merge_into(&mut earlier, map);
+                serde_json::value::to_raw_value(&earlier)
+            }
+            None => serde_json::value::to_raw_value(map),
+        };
+        if let Ok(text) = text {
+            self.usage = Some(text);
         }
     }
 
@@ -94,9 +115,10 @@ impl Measurement {
         }
     }
 
-    /// The event's usage object replaces any earlier one (OpenAI's streams carry it once).
-    pub(super) fn set_usage_map(&mut self, usage: Map<String, Value>) {
-        self.usage = Some(usage);
+    /// The event's usage object (JSON text of an object) replaces any earlier one (OpenAI's
+    /// streams carry it once).
+    pub(super) fn set_usage_text(&mut self, usage: &RawValue) {
+        self.usage = Some(usage.to_owned());
     }
 
     fn set_error(&mut self, error: &Value) {

@@ -10,18 +10,17 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::measurement::Measurement;
-
-type Usage = Map<String, Value>;
 
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
-    usage: Option<Usage>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
     #[serde(borrow)]
     choices: Option<Vec<Choice<'a>>>,
     /// Present and not `null`: decline.
@@ -37,7 +36,8 @@ struct Choice<'a> {
     delta: Option<Part<'a>>,
     #[serde(borrow)]
     message: Option<Part<'a>>,
-    usage: Option<Usage>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -103,11 +103,13 @@ fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
         m.set_model_str(model);
     }
     let usage_only_shape = event.choices.as_ref().is_some_and(Vec::is_empty);
-    // The first usage object wins: the top level's, else a choice's (as the Value path reads).
-    let mut usage = event.usage;
+    // The first usage that is an object wins: the top level's, else a choice's (as the Value
+    // path reads; it skips any other value).
+    let is_object = |u: &&RawValue| u.get().starts_with('{');
+    let mut usage = event.usage.filter(is_object);
     for choice in event.choices.into_iter().flatten() {
         if usage.is_none() {
-            usage = choice.usage;
+            usage = choice.usage.filter(is_object);
         }
         push(m, choice.text.as_deref(), now);
         let Some(part) = choice.delta.or(choice.message) else {
@@ -133,7 +135,7 @@ fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
     }
     let usage_only = usage_only_shape && usage.is_some();
     if let Some(usage) = usage {
-        m.set_usage_map(usage);
+        m.set_usage_text(usage);
     }
     usage_only
 }
@@ -148,6 +150,7 @@ fn push(m: &mut Measurement, text: Option<&str>, now: Instant) {
 mod tests {
     use super::*;
     use crate::metering::measurement::Dialect;
+    use serde_json::Value;
 
     /// What the meter keeps of one event, through the typed path or the `Value` path.
     fn through(typed: bool, data: &str) -> Option<(bool, String, Option<String>, u64, String)> {
@@ -159,7 +162,7 @@ mod tests {
             let value: Value = serde_json::from_str(data).ok()?;
             m.observe(&value, Dialect::Chat, "", now)
         };
-        let usage = serde_json::to_string(&m.usage).unwrap_or_default();
+        let usage = serde_json::to_string(&m.usage_value()).unwrap_or_default();
         Some((usage_only, usage, m.response_model, m.tool_calls, m.text))
     }
 
@@ -174,6 +177,12 @@ mod tests {
             r#"{"choices":[{"message":{"role":"assistant","content":"hi","reasoning_content":"think"}},{"text":"two"}],"usage":{"total_tokens":5}}"#,
             r#"{"object":"list","data":[{"embedding":[0.1]}],"model":"e","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
             r#"{"choices":[{"delta":{}}],"error":null,"x_groq":null}"#,
+            // Usage that is no object is skipped, and a choice's is taken instead.
+            r#"{"usage":5}"#,
+            r#"{"usage":"n","choices":[{"delta":{"content":"a"},"usage":{"prompt_tokens":2}}]}"#,
+            r#"{"usage":[],"choices":[],"model":"m"}"#,
+            // Pretty-printed, as OpenAI's non-streamed bodies are.
+            "{\n  \"model\": \"m\",\n  \"usage\": {\n    \"prompt_tokens\": 3\n  }\n}",
         ];
         for data in events {
             let typed = through(true, data);
@@ -189,7 +198,6 @@ mod tests {
             r#"{"x_groq":{"usage":{"prompt_tokens":1}},"choices":[]}"#,
             r#"{"choices":[{"delta":{"content":[{"type":"text","text":"parts"}]}}]}"#,
             r#"{"usage":{"a":1},"usage":{"b":2}}"#,
-            r#"{"usage":5}"#,
             r#"[{"model":"m"}]"#,
             r#"{"model":"m""#,
         ] {

@@ -2,8 +2,13 @@
 //! OpenAI's convention: `prompt_tokens` includes cache reads and writes, `completion_tokens`
 //! includes reasoning, `total_tokens` is the provider's own total.
 
+mod members;
+
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use members::{Members, UsageMembers};
 
 /// Token counts as the record carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -37,6 +42,8 @@ pub enum UsageError {
     TooLarge(&'static str),
     #[error("usage object states no token count")]
     Empty,
+    #[error("usage is not a JSON object")]
+    NotAnObject,
 }
 
 /// No single request has ever used a trillion tokens: a count above this is corrupt.
@@ -52,9 +59,32 @@ pub enum UsageFamily {
 
 /// Normalises one usage object.
 pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normalized, UsageError> {
-    let top = |key: &'static str| count(raw.get(key), key);
-    let nested =
-        |outer: &str, key: &'static str| count(raw.get(outer).and_then(|o| o.get(key)), key);
+    normalize_members(raw, family)
+}
+
+/// Normalises one usage object from its JSON text. The members it reads are parsed without
+/// building a tree; text that reading cannot take (a repeated key, a details member that is
+/// neither an object nor null...) goes through the tree, so the result is `normalize`'s.
+pub fn normalize_text(raw: &RawValue, family: UsageFamily) -> Result<Normalized, UsageError> {
+    // A struct would also read a JSON array, by position: only an object is a usage object.
+    if !raw.get().starts_with('{') {
+        return Err(UsageError::NotAnObject);
+    }
+    match serde_json::from_str::<Members>(raw.get()) {
+        Ok(members) => normalize_members(&members, family),
+        Err(_) => match serde_json::from_str::<Map<String, Value>>(raw.get()) {
+            Ok(map) => normalize(&map, family),
+            Err(_) => Err(UsageError::NotAnObject),
+        },
+    }
+}
+
+fn normalize_members(
+    raw: &impl UsageMembers,
+    family: UsageFamily,
+) -> Result<Normalized, UsageError> {
+    let top = |key: &'static str| count(raw.top(key), key);
+    let nested = |outer: &'static str, key: &'static str| count(raw.nested(outer, key), key);
 
     let cache_read_anthropic = top("cache_read_input_tokens")?;
     let cache_write_anthropic = top("cache_creation_input_tokens")?;
@@ -91,7 +121,7 @@ pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normal
     ]);
 
     let mut prompt = prompt_stated.unwrap_or(0);
-    if anthropic && raw.contains_key("input_tokens") && !raw.contains_key("prompt_tokens") {
+    if anthropic && raw.top("input_tokens").is_some() && raw.top("prompt_tokens").is_none() {
         // Anthropic counts cache reads and writes apart from `input_tokens`.
         prompt = prompt
             .saturating_add(cache_read_anthropic.unwrap_or(0))
@@ -157,6 +187,38 @@ fn count(value: Option<&Value>, key: &'static str) -> Result<Option<u64>, UsageE
         return Err(UsageError::TooLarge(key));
     }
     Ok(Some(n))
+}
+
+/// The provider's usage text as a record keeps it: without the whitespace between tokens (a
+/// pretty-printed body's indentation), strings and member order untouched.
+pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
+    let text = raw.get();
+    let bytes = text.as_bytes();
+    if memchr::memchr3(b' ', b'\n', b'\r', bytes).is_none()
+        && memchr::memchr(b'\t', bytes).is_none()
+    {
+        return raw;
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    // Removing insignificant whitespace keeps JSON valid; were it ever not, keep the original.
+    RawValue::from_string(out).unwrap_or(raw)
 }
 
 /// Folds `later` into `earlier` field by field (Anthropic's `message_delta` carries cumulative

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::cost::{Price, PriceTable};
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
-use crate::metering::usage::{Usage, UsageError, UsageFamily, normalize};
+use crate::metering::usage::{Usage, UsageError, UsageFamily, compact, normalize_text};
 use crate::metrics::RecordNotes;
 use crate::record::{Outcome, Record, UsageSource};
 
@@ -160,8 +160,8 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
             )
         })
     };
-    let stated = m.usage.as_ref().map(|raw| normalize(raw, family));
-    record.raw_usage = m.usage.take().map(serde_json::Value::Object);
+    let stated = m.usage.as_deref().map(|raw| normalize_text(raw, family));
+    record.raw_usage = m.usage.take().map(compact);
     let countable =
         answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some();
     match stated {

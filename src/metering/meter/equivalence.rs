@@ -11,7 +11,7 @@ use super::*;
 
 /// What both readings must agree on.
 fn summary(m: &Measurement) -> (Option<String>, String, u64, u64, bool, u64, String) {
-    let usage = serde_json::to_string(&m.usage).unwrap_or_default();
+    let usage = serde_json::to_string(&m.usage_value()).unwrap_or_default();
     (
         m.response_model.clone(),
         m.text.clone(),

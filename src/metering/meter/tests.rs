@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::*;
-use crate::metering::usage::{UsageFamily, normalize};
+use crate::metering::usage::{UsageFamily, normalize_text};
 
 fn corpus() -> Vec<(String, Vec<u8>, Value)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -77,7 +77,7 @@ fn measured_usage(m: &Measurement, dialect: Dialect) -> Option<[u64; 6]> {
     } else {
         UsageFamily::OpenAi
     };
-    let u = normalize(m.usage.as_ref()?, family)
+    let u = normalize_text(m.usage.as_deref()?, family)
         .expect("valid usage")
         .usage;
     Some([

@@ -1,5 +1,6 @@
 use proptest::prelude::*;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::*;
 
@@ -230,4 +231,125 @@ proptest! {
         let _ = normalize(&map, UsageFamily::OpenAi);
         let _ = normalize(&map, UsageFamily::Anthropic);
     }
+}
+
+/// A member value for the text-reading test: every kind `count` and the details lookups treat
+/// differently.
+fn member_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..2_000_000).prop_map(|n| n.to_string()),
+        Just("-3".to_owned()),
+        Just("2.0".to_owned()),
+        Just("1.5".to_owned()),
+        Just("1e300".to_owned()),
+        Just("18446744073709551615".to_owned()),
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        Just(r#"" 12 ""#.to_owned()),
+        Just(r#""x""#.to_owned()),
+        Just("[1]".to_owned()),
+    ]
+}
+
+/// Keys `normalize` reads (and one it does not), at the top level and in `*_details`.
+const TOP_KEYS: &[&str] = &[
+    "prompt_tokens",
+    "input_tokens",
+    "completion_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "prompt_cache_hit_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "audio_tokens",
+];
+const DETAILS: &[&str] = &[
+    "prompt_tokens_details",
+    "input_tokens_details",
+    "completion_tokens_details",
+    "output_tokens_details",
+];
+const DETAIL_KEYS: &[&str] = &[
+    "cached_tokens",
+    "cache_write_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "audio_tokens",
+];
+
+fn object(members: Vec<(String, String)>, spaced: bool) -> String {
+    let sep = if spaced { ",\n  " } else { "," };
+    let body: Vec<String> = members
+        .into_iter()
+        .map(|(k, v)| format!("\"{k}\":{}{v}", if spaced { " " } else { "" }))
+        .collect();
+    format!("{{{}}}", body.join(sep))
+}
+
+fn usage_text() -> impl Strategy<Value = String> {
+    let detail = prop_oneof![
+        proptest::collection::vec(
+            (proptest::sample::select(DETAIL_KEYS), member_value()),
+            0..4
+        )
+        .prop_map(|m| object(
+            m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            false
+        )),
+        Just("null".to_owned()),
+        Just("7".to_owned()),
+        Just("[{\"cached_tokens\":1}]".to_owned()),
+        Just("\"cached\"".to_owned()),
+    ];
+    let member = prop_oneof![
+        3 => (proptest::sample::select(TOP_KEYS), member_value()).prop_map(|(k, v)| (k.to_owned(), v)),
+        1 => (proptest::sample::select(DETAILS), detail).prop_map(|(k, v)| (k.to_owned(), v)),
+    ];
+    // Repeated keys happen: both readings must then keep the last one.
+    (proptest::collection::vec(member, 0..9), any::<bool>())
+        .prop_map(|(m, spaced)| object(m, spaced))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Reading the members straight from the text gives what reading the whole tree gives.
+    #[test]
+    fn text_reading_is_tree_reading(text in usage_text()) {
+        let raw = RawValue::from_string(text.clone()).expect("valid JSON");
+        let map: Map<String, Value> = serde_json::from_str(&text).expect("an object");
+        for family in [UsageFamily::OpenAi, UsageFamily::Anthropic] {
+            prop_assert_eq!(normalize_text(&raw, family), normalize(&map, family), "{}", text);
+        }
+        let compacted = compact(raw);
+        prop_assert!(!compacted.get().contains('\n'));
+        let again: Map<String, Value> = serde_json::from_str(compacted.get()).expect("still JSON");
+        prop_assert_eq!(again, map);
+    }
+}
+
+#[test]
+fn text_that_is_no_object_is_refused() {
+    for text in ["5", "[1]", "\"usage\"", "null"] {
+        let raw = RawValue::from_string(text.to_owned()).expect("JSON");
+        assert_eq!(
+            normalize_text(&raw, UsageFamily::OpenAi),
+            Err(UsageError::NotAnObject),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn compact_drops_only_the_whitespace_between_tokens() {
+    let pretty = "{\n  \"prompt_tokens\": 12,\n  \"note\": \"a \\\"b\\\" c\\\\\",\n  \"d\": {\"x\" : [1, 2]}\n}";
+    let raw = RawValue::from_string(pretty.to_owned()).expect("JSON");
+    assert_eq!(
+        compact(raw).get(),
+        r#"{"prompt_tokens":12,"note":"a \"b\" c\\","d":{"x":[1,2]}}"#
+    );
+    let tight = RawValue::from_string(r#"{"a":"x y"}"#.to_owned()).expect("JSON");
+    assert_eq!(compact(tight).get(), r#"{"a":"x y"}"#);
 }
