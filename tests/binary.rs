@@ -1,5 +1,5 @@
-//! Black-box checks of the built binary: help, a bad config's one-line message, and a graceful
-//! exit on SIGTERM.
+//! Black-box checks of the built binary: help, a bad config's one-line message, a graceful
+//! exit on SIGTERM, and serving when pinned to one CPU.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -271,4 +271,66 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     };
     assert_eq!(status.code(), Some(130));
     drop(stream);
+}
+
+/// On one CPU the binary runs its single-threaded runtime: streams, the admin API and the
+/// recorder must all still make progress on it, and SIGTERM still drains.
+#[test]
+fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
+    let (proxy, admin) = (free_port(), free_port());
+    let child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_tokentap")])
+        .args([
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{proxy}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs tokentap");
+    wait_for_port(proxy);
+    let streams: Vec<_> = (0..20).map(|_| open_stream(proxy)).collect();
+    let handles: Vec<_> = streams
+        .into_iter()
+        .map(|s| std::thread::spawn(move || read_to_end(s)))
+        .collect();
+    for handle in handles {
+        assert!(handle.join().unwrap().contains("data: [DONE]"));
+    }
+    let counts = |admin: u16| {
+        let mut probe = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        std::io::Write::write_all(
+            &mut probe,
+            b"GET /api/counts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
+        answer
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !counts(admin).contains("\"recorded\":20") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not written: {}",
+            counts(admin)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("\"workers\":1"), "{log}");
 }
