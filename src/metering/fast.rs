@@ -92,13 +92,14 @@ impl Template {
     }
 }
 
-/// Slice equality without libc's `memcmp`. Rust compares two empty slices by calling `memcmp`
-/// with length 0 on their dangling pointers, and glibc's AVX-512 variant then does a masked
-/// load from an unmapped address: an assist costing thousands of cycles. Comparing the empty
-/// event names of chat chunks that way took 7% of the proxy's CPU on streams (perf). This
-/// loop touches no memory for empty slices and vectorizes to XORs otherwise.
+/// Slice equality that never calls libc's `memcmp` on empty slices. Rust compares two empty
+/// slices by calling `memcmp` with length 0 on their dangling pointers, and glibc's AVX-512
+/// variant then does a masked load from an unmapped address: an assist costing thousands of
+/// cycles. Comparing the empty event names of chat chunks that way took 7% of the proxy's CPU
+/// on streams (perf). Non-empty slices do go to `memcmp`: a byte loop comparing a chunk's
+/// prefix or suffix took about 100 instructions where `memcmp` takes 30 (callgrind).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// Handles `data` without a full parse when it is a plain content delta. Declines when the
