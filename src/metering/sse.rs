@@ -1,7 +1,8 @@
 //! An incremental server-sent-events parser (WHATWG HTML §9.2.6) for the meter's copy of a
 //! stream. It is fed chunks as they arrive, split anywhere (mid-line, mid-CRLF, mid-UTF-8), and
-//! calls back once per complete event with borrowed slices, so the common case copies each
-//! payload once into a reused buffer and allocates nothing.
+//! calls back once per complete event with borrowed slices. The common event, one data line
+//! whole in one chunk, is handed over in place; others are copied once into a reused buffer.
+//! Nothing is allocated per event.
 //!
 //! It also tracks byte offsets in the stream, so the caller can tell which bytes belong to a
 //! finished event (the usage-chunk stripper cuts on them).
@@ -71,6 +72,29 @@ impl SseParser {
         }
         while let Some(i) = memchr2(b'\n', b'\r', chunk) {
             let terminator = chunk[i];
+            // The usual event, `data: ...\n\n` whole in this chunk with nothing pending: its
+            // payload is handed over in place, not copied into `data` first.
+            if terminator == b'\n'
+                && chunk.get(i + 1) == Some(&b'\n')
+                && self.partial_line.is_empty()
+                && !self.has_data
+                && self.event.is_empty()
+                && self.past_first_line
+            {
+                if let Some(value) = chunk[..i].strip_prefix(b"data:") {
+                    let end = pos + i as u64 + 2;
+                    on_event(SseEvent {
+                        event: b"",
+                        data: value.strip_prefix(b" ").unwrap_or(value),
+                        start: self.block_start,
+                        end,
+                    });
+                    self.block_start = end;
+                    chunk = &chunk[i + 2..];
+                    pos = end;
+                    continue;
+                }
+            }
             let mut line_end = pos + i as u64 + 1;
             let mut next = i + 1;
             if terminator == b'\r' {

@@ -176,6 +176,14 @@ proptest! {
         prop_assert_eq!(parse_chunks(&pieces).0, whole);
     }
 
+    /// Fed a byte at a time, no event is ever whole in one chunk: every event takes the copying
+    /// path, which must give what the in-place path gives, offsets included.
+    #[test]
+    fn byte_at_a_time_matches_whole_chunks(input in stream_strategy()) {
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        prop_assert_eq!(parse_chunks(&bytes).0, parse(&input));
+    }
+
     #[test]
     fn never_panics_on_arbitrary_bytes(input in prop::collection::vec(any::<u8>(), 0..300), split in 0usize..300) {
         let split = split.min(input.len());
