@@ -4,6 +4,8 @@
 
 pub mod labels;
 
+use std::borrow::Cow;
+
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -258,18 +260,13 @@ impl Metrics {
         let model = self
             .models
             .label(record.model.as_deref().or(record.response_model.as_deref()));
-        let model = model.as_str();
         let endpoint = record.endpoint.as_str();
         let stream = if record.stream { "true" } else { "false" };
         let outcome = record.outcome.unwrap_or(Outcome::ProxyError).as_str();
-        let extra: Vec<String> = self
+        let extra: Vec<&str> = self
             .extra
             .iter()
-            .map(|(label, values)| {
-                label
-                    .value_of(record)
-                    .map_or_else(String::new, |v| values.label(Some(v)))
-            })
+            .map(|(label, values)| label.value_of(record).map_or("", |v| values.label(Some(v))))
             .collect();
         self.requests
             .with_label_values(&labels(
@@ -337,19 +334,18 @@ impl Metrics {
         let response_model = self
             .models
             .label(record.response_model.as_deref().or(record.model.as_deref()));
-        let genai = [operation, provider, model, response_model.as_str()];
+        let genai = [operation, provider, model, response_model];
         self.genai_duration
             .with_label_values(&genai)
             .observe(seconds);
         if record.usage_source != UsageSource::Missing {
-            let input = [&["input"][..], &genai[..]].concat();
+            let [operation, provider, model, response_model] = genai;
             self.genai_tokens
-                .with_label_values(&input)
+                .with_label_values(&["input", operation, provider, model, response_model])
                 .observe(u.prompt_tokens as f64);
             if record.endpoint != Endpoint::Embeddings {
-                let output = [&["output"][..], &genai[..]].concat();
                 self.genai_tokens
-                    .with_label_values(&output)
+                    .with_label_values(&["output", operation, provider, model, response_model])
                     .observe(u.completion_tokens as f64);
             }
         }
@@ -376,12 +372,13 @@ impl Metrics {
     }
 }
 
-/// Base label values followed by the opted-in ones.
-fn labels<'v>(base: &[&'v str], extra: &'v [String]) -> Vec<&'v str> {
-    base.iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .collect()
+/// Base label values followed by the opted-in ones; without any, the base values themselves.
+fn labels<'v>(base: &'v [&'v str], extra: &[&'v str]) -> Cow<'v, [&'v str]> {
+    if extra.is_empty() {
+        Cow::Borrowed(base)
+    } else {
+        Cow::Owned(base.iter().chain(extra).copied().collect())
+    }
 }
 
 /// The GenAI convention's `gen_ai.operation.name` for an endpoint.

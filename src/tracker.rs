@@ -170,7 +170,7 @@ impl Tracker {
         if include_active {
             for record in self.active() {
                 let key = self.0.totals_models.label(record.model.as_deref());
-                tree.add(&record, &key);
+                tree.add(&record, key);
             }
         }
         tree
@@ -218,7 +218,7 @@ impl Tracker {
             .0
             .totals_models
             .label(record.model.as_deref().or(record.response_model.as_deref()));
-        self.0.totals.lock().add(&record, &model_key);
+        self.0.totals.lock().add(&record, model_key);
         if self.0.feed.watched() {
             self.0.feed.publish(FeedEvent::Finished, &record);
         }

@@ -7,6 +7,8 @@ use parking_lot::Mutex;
 
 /// The label value used once the cap is reached.
 pub const OTHER: &str = "other";
+/// The label value of a request that names no model.
+pub const UNKNOWN: &str = "unknown";
 
 pub struct ModelLabels {
     // Touched by the recorder thread when a record is written, and by scrapes never: a plain
@@ -24,19 +26,19 @@ impl ModelLabels {
     }
 
     /// The label value for `model`: itself while there is room, else `other`.
-    pub fn label(&self, model: Option<&str>) -> String {
+    pub fn label<'a>(&self, model: Option<&'a str>) -> &'a str {
         let Some(model) = model.filter(|m| !m.is_empty()) else {
-            return "unknown".to_owned();
+            return UNKNOWN;
         };
         let mut seen = self.seen.lock();
         if seen.contains(model) {
-            return model.to_owned();
+            return model;
         }
         if seen.len() < self.max {
             seen.insert(model.to_owned());
-            return model.to_owned();
+            return model;
         }
-        OTHER.to_owned()
+        OTHER
     }
 }
 
@@ -82,7 +84,7 @@ mod tests {
         assert_eq!(labels.label(None), "unknown");
         let many = ModelLabels::new(200);
         let distinct: HashSet<String> = (0..10_000)
-            .map(|i| many.label(Some(&format!("m{i}"))))
+            .map(|i| many.label(Some(&format!("m{i}"))).to_owned())
             .collect();
         assert_eq!(distinct.len(), 201);
     }
