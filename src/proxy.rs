@@ -76,7 +76,7 @@ async fn handle_tracked(
     let settings = app.settings();
     let header_provider = parts
         .headers
-        .get("x-tokentap-provider")
+        .get(&headers::X_TOKENTAP_PROVIDER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
 
     let reject = |err| {

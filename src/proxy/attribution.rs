@@ -3,8 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
+
+use super::headers::{
+    X_API_KEY, X_CONVERSATION_ID, X_SESSION_ID, X_TOKENTAP_TAGS, X_TOKENTAP_USER,
+};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Attribution {
@@ -22,7 +26,7 @@ const MAX_TAGS: usize = 32;
 pub type KeyNames = std::collections::HashMap<[u8; 32], String>;
 
 pub fn attribute(headers: &HeaderMap, body_user: Option<&str>, names: &KeyNames) -> Attribution {
-    let text = |name: &str| {
+    let text = |name: &HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -41,7 +45,7 @@ pub fn attribute(headers: &HeaderMap, body_user: Option<&str>, names: &KeyNames)
         })
         .or_else(|| {
             headers
-                .get("x-api-key")
+                .get(&X_API_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         })
@@ -51,9 +55,9 @@ pub fn attribute(headers: &HeaderMap, body_user: Option<&str>, names: &KeyNames)
         user: body_user
             .filter(|u| !u.is_empty())
             .map(clip)
-            .or_else(|| text("x-tokentap-user")),
-        conversation_id: text("x-conversation-id").or_else(|| text("x-session-id")),
-        tags: text("x-tokentap-tags")
+            .or_else(|| text(&X_TOKENTAP_USER)),
+        conversation_id: text(&X_CONVERSATION_ID).or_else(|| text(&X_SESSION_ID)),
+        tags: text(&X_TOKENTAP_TAGS)
             .map(|t| parse_tags(&t))
             .unwrap_or_default(),
     }

@@ -6,6 +6,17 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+// Header names tokentap reads or writes, parsed once: a lookup by `&str` parses the name on
+// every call.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub static API_KEY: HeaderName = HeaderName::from_static("api-key");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_TOKENTAP_PROVIDER: HeaderName = HeaderName::from_static("x-tokentap-provider");
+pub static X_TOKENTAP_USER: HeaderName = HeaderName::from_static("x-tokentap-user");
+pub static X_TOKENTAP_TAGS: HeaderName = HeaderName::from_static("x-tokentap-tags");
+pub static X_CONVERSATION_ID: HeaderName = HeaderName::from_static("x-conversation-id");
+pub static X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::TE,
@@ -64,21 +75,21 @@ pub fn upstream_request_headers(
     }
     // Credentials stay out of any debug output of the HTTP stack.
     for name in [
-        header::AUTHORIZATION.as_str(),
-        "x-api-key",
-        "api-key",
-        header::COOKIE.as_str(),
+        &header::AUTHORIZATION,
+        &X_API_KEY,
+        &API_KEY,
+        &header::COOKIE,
     ] {
         if let Some(value) = headers.get_mut(name) {
             value.set_sensitive(true);
         }
     }
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
         _ => client_ip.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers
 }

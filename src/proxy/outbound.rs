@@ -1,7 +1,7 @@
 //! The response the client gets: the upstream's status and end-to-end headers, and its body
 //! wrapped in the meter.
 
-use http::{Response, header};
+use http::{HeaderName, Response, header};
 use http_body_util::Either;
 use tokio::time::Instant;
 
@@ -13,12 +13,12 @@ use crate::tracker::InFlight;
 use crate::upstream::UpstreamResponse;
 
 /// Headers a provider uses for its own request id, most common first.
-const REQUEST_ID_HEADERS: &[&str] = &[
-    "x-request-id",
-    "request-id",
-    "apim-request-id",
-    "x-amzn-requestid",
-    "cf-ray",
+static REQUEST_ID_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static("apim-request-id"),
+    HeaderName::from_static("x-amzn-requestid"),
+    HeaderName::from_static("cf-ray"),
 ];
 
 pub fn respond(
@@ -32,7 +32,7 @@ pub fn respond(
     let status = response.status();
     let request_id = REQUEST_ID_HEADERS
         .iter()
-        .find_map(|h| response.headers().get(*h))
+        .find_map(|h| response.headers().get(h))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     in_flight.response_headers(status.as_u16(), request_id);

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::{Request, header};
 
-use super::headers::upstream_request_headers;
+use super::headers::{X_API_KEY, upstream_request_headers};
 use crate::config::AuthHeader;
 use crate::upstream::{OutboundBody, Upstream};
 
@@ -20,10 +20,10 @@ pub fn request(
     if let Some(credential) = &upstream.config.credential {
         // A provider with a key replaces whatever credential the client sent.
         headers.remove(header::AUTHORIZATION);
-        headers.remove("x-api-key");
+        headers.remove(&X_API_KEY);
         let name = match credential.header {
             AuthHeader::Authorization => header::AUTHORIZATION,
-            AuthHeader::XApiKey => http::HeaderName::from_static("x-api-key"),
+            AuthHeader::XApiKey => X_API_KEY.clone(),
         };
         headers.insert(name, credential.value.clone());
     }
