@@ -87,14 +87,8 @@ fn sigterm_drains_and_exits_zero() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = child.id();
+    sigterm(pid);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -185,29 +179,40 @@ fn read_to_end(mut stream: std::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends SIGTERM to the process.
+fn sigterm(pid: u32) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// The whole raw answer of an admin GET.
+fn admin_get(admin: u16, path: &str) -> String {
+    let mut probe = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    std::io::Write::write_all(
+        &mut probe,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
+    answer
+}
+
 #[test]
 fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
     let (proxy, admin) = (free_port(), free_port());
     let child = start_demo(proxy, admin, "20s");
     let streams: Vec<_> = (0..100).map(|_| open_stream(proxy)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(child.id());
     std::thread::sleep(Duration::from_millis(100));
     // Draining: not ready, but still alive.
-    let mut probe = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-    std::io::Write::write_all(
-        &mut probe,
-        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
+    let answer = admin_get(admin, "/readyz");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     let handles: Vec<_> = streams
         .into_iter()
@@ -238,26 +243,14 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = child.id();
+    sigterm(pid);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the first SIGTERM drains"
     );
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(pid);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -302,33 +295,16 @@ fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
     for handle in handles {
         assert!(handle.join().unwrap().contains("data: [DONE]"));
     }
-    let counts = |admin: u16| {
-        let mut probe = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-        std::io::Write::write_all(
-            &mut probe,
-            b"GET /api/counts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut answer = String::new();
-        std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
-        answer
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !counts(admin).contains("\"recorded\":20") {
+    while !admin_get(admin, "/api/counts").contains("\"recorded\":20") {
         assert!(
             std::time::Instant::now() < deadline,
             "records not written: {}",
-            counts(admin)
+            admin_get(admin, "/api/counts")
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(child.id());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0));
     let log = String::from_utf8_lossy(&output.stderr);
