@@ -3,16 +3,20 @@
 //! label value comes from a closed enum, the configured providers, or the bounded model set.
 
 pub mod labels;
+mod series;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::record::{Endpoint, Outcome, Record, UsageSource};
 use labels::{ExtraLabel, ModelLabels};
+use series::SeriesCache;
 
 /// Bucket lists, configurable under `[metrics]` in the config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +65,8 @@ pub struct Metrics {
     models: ModelLabels,
     /// Opted-in record fields, each with its own bounded value set.
     extra: Vec<(ExtraLabel, ModelLabels)>,
+    extra_labels: Vec<ExtraLabel>,
+    series: SeriesCache,
     requests: IntCounterVec,
     tokens: IntCounterVec,
     cost: CounterVec,
@@ -134,6 +140,8 @@ impl Metrics {
                 .iter()
                 .map(|e| (*e, ModelLabels::new(max_label_values)))
                 .collect(),
+            extra_labels: extra.to_vec(),
+            series: SeriesCache::default(),
             requests: counter(
                 "tokentap_requests_total",
                 "Requests that ended, by how they ended.",
@@ -254,111 +262,155 @@ impl Metrics {
         self.records_dropped.inc();
     }
 
-    /// Counts one finished request.
+    /// The label values of a record's series.
+    fn names<'r>(&self, record: &'r Record) -> Names<'r> {
+        Names {
+            provider: record.provider.as_str(),
+            model: self
+                .models
+                .label(record.model.as_deref().or(record.response_model.as_deref())),
+            response_model: self
+                .models
+                .label(record.response_model.as_deref().or(record.model.as_deref())),
+            endpoint: record.endpoint.as_str(),
+            stream: if record.stream { "true" } else { "false" },
+            outcome: record.outcome.unwrap_or(Outcome::ProxyError).as_str(),
+            extra: self
+                .extra
+                .iter()
+                .map(|(label, values)| label.value_of(record).map_or("", |v| values.label(Some(v))))
+                .collect(),
+        }
+    }
+
+    /// Counts one finished request. Series are looked up in prometheus only the first time a
+    /// label set needs them (`series.rs`).
     pub fn observe(&self, record: &Record, notes: RecordNotes) {
-        let provider = record.provider.as_str();
-        let model = self
-            .models
-            .label(record.model.as_deref().or(record.response_model.as_deref()));
-        let endpoint = record.endpoint.as_str();
-        let stream = if record.stream { "true" } else { "false" };
-        let outcome = record.outcome.unwrap_or(Outcome::ProxyError).as_str();
-        let extra: Vec<&str> = self
-            .extra
-            .iter()
-            .map(|(label, values)| label.value_of(record).map_or("", |v| values.label(Some(v))))
-            .collect();
-        self.requests
-            .with_label_values(&labels(
-                &[provider, model, endpoint, stream, outcome],
-                &extra,
-            ))
+        let series = self.series.get(record, &self.extra_labels);
+        let names = OnceCell::new();
+        let names = || names.get_or_init(|| self.names(record));
+        series
+            .requests
+            .get_or_init(|| {
+                let n = names();
+                let base = [n.provider, n.model, n.endpoint, n.stream, n.outcome];
+                self.requests.with_label_values(&labels(&base, &n.extra))
+            })
             .inc();
         let u = &record.usage;
         if record.usage_source != UsageSource::Missing {
-            for (kind, n) in [
+            let counts = [
                 ("prompt", u.prompt_tokens),
                 ("completion", u.completion_tokens),
                 ("cached", u.cached_tokens),
                 ("reasoning", u.reasoning_tokens),
                 ("cache_creation", u.cache_creation_tokens),
-            ] {
-                // Zero adds nothing; skipping it saves a label lookup per record.
+            ];
+            for ((kind, n), counter) in counts.into_iter().zip(&series.tokens) {
+                // Zero adds nothing, and creates no series.
                 if n > 0 {
-                    self.tokens
-                        .with_label_values(&labels(&[provider, model, kind], &extra))
+                    counter
+                        .get_or_init(|| {
+                            let names = names();
+                            let base = [names.provider, names.model, kind];
+                            self.tokens.with_label_values(&labels(&base, &names.extra))
+                        })
                         .inc_by(n);
                 }
             }
         }
         if let Some(cost) = record.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
-            self.cost
-                .with_label_values(&labels(&[provider, model], &extra))
+            series
+                .cost
+                .get_or_init(|| {
+                    let n = names();
+                    self.cost
+                        .with_label_values(&labels(&[n.provider, n.model], &n.extra))
+                })
                 .inc_by(cost);
         }
+        let by_model = |slot: &OnceLock<IntCounter>, vec: &IntCounterVec| {
+            slot.get_or_init(|| {
+                let n = names();
+                vec.with_label_values(&[n.provider, n.model])
+            })
+            .inc();
+        };
         match record.usage_source {
             UsageSource::Missing if record.endpoint != Endpoint::Other => {
-                self.usage_missing
-                    .with_label_values(&[provider, model])
-                    .inc();
+                by_model(&series.usage_missing, &self.usage_missing);
             }
             UsageSource::Estimated | UsageSource::Partial => {
-                self.usage_estimated
-                    .with_label_values(&[provider, model])
-                    .inc();
+                by_model(&series.usage_estimated, &self.usage_estimated);
             }
             _ => {}
         }
         if notes.usage_inconsistent {
-            self.usage_inconsistent
-                .with_label_values(&[provider, model])
-                .inc();
+            by_model(&series.usage_inconsistent, &self.usage_inconsistent);
         }
         if notes.sse_parse_errors > 0 {
             self.sse_parse_errors
-                .with_label_values(&[provider])
+                .with_label_values(&[record.provider.as_str()])
                 .inc_by(notes.sse_parse_errors);
         }
         let seconds = record.duration_ms as f64 / 1000.0;
-        self.duration
-            .with_label_values(&[provider, model, endpoint, stream])
+        series
+            .duration
+            .get_or_init(|| {
+                let n = names();
+                self.duration
+                    .with_label_values(&[n.provider, n.model, n.endpoint, n.stream])
+            })
             .observe(seconds);
         if let Some(ttft) = record.ttft_ms {
-            self.ttft
-                .with_label_values(&[provider, model])
+            series
+                .ttft
+                .get_or_init(|| {
+                    let n = names();
+                    self.ttft.with_label_values(&[n.provider, n.model])
+                })
                 .observe(ttft as f64 / 1000.0);
         }
         let Some(operation) = operation_name(record.endpoint) else {
             return;
         };
-        let response_model = self
-            .models
-            .label(record.response_model.as_deref().or(record.model.as_deref()));
-        let genai = [operation, provider, model, response_model];
-        self.genai_duration
-            .with_label_values(&genai)
+        let genai = |vec: &HistogramVec, token_type: Option<&str>| -> Histogram {
+            let n = names();
+            match token_type {
+                Some(t) => {
+                    vec.with_label_values(&[t, operation, n.provider, n.model, n.response_model])
+                }
+                None => vec.with_label_values(&[operation, n.provider, n.model, n.response_model]),
+            }
+        };
+        series
+            .genai_duration
+            .get_or_init(|| genai(&self.genai_duration, None))
             .observe(seconds);
         if record.usage_source != UsageSource::Missing {
-            let [operation, provider, model, response_model] = genai;
-            self.genai_tokens
-                .with_label_values(&["input", operation, provider, model, response_model])
+            series
+                .genai_input_tokens
+                .get_or_init(|| genai(&self.genai_tokens, Some("input")))
                 .observe(u.prompt_tokens as f64);
             if record.endpoint != Endpoint::Embeddings {
-                self.genai_tokens
-                    .with_label_values(&["output", operation, provider, model, response_model])
+                series
+                    .genai_output_tokens
+                    .get_or_init(|| genai(&self.genai_tokens, Some("output")))
                     .observe(u.completion_tokens as f64);
             }
         }
         if record.stream {
             if let Some(ttft) = record.ttft_ms {
-                self.genai_first_chunk
-                    .with_label_values(&genai)
+                series
+                    .genai_first_chunk
+                    .get_or_init(|| genai(&self.genai_first_chunk, None))
                     .observe(ttft as f64 / 1000.0);
             }
             if let (Some(decode), true) = (record.decode_ms, record.chunks > 1) {
                 let per_chunk = decode as f64 / 1000.0 / (record.chunks - 1) as f64;
-                self.genai_per_chunk
-                    .with_label_values(&genai)
+                series
+                    .genai_per_chunk
+                    .get_or_init(|| genai(&self.genai_per_chunk, None))
                     .observe(per_chunk);
             }
         }
@@ -370,6 +422,17 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
     }
+}
+
+/// A record's label values, computed only when a series must be looked up.
+struct Names<'r> {
+    provider: &'r str,
+    model: &'r str,
+    response_model: &'r str,
+    endpoint: &'static str,
+    stream: &'static str,
+    outcome: &'static str,
+    extra: Vec<&'r str>,
 }
 
 /// Base label values followed by the opted-in ones; without any, the base values themselves.
@@ -454,5 +517,114 @@ mod tests {
         assert!(text.contains("tokentap_cost_usd_total{model=\"other\",provider=\"p\"} 4900"));
         // 900 ms over 9 gaps between 10 chunks: 0.1 s per chunk.
         assert!(text.contains("gen_ai_client_operation_time_per_output_chunk_seconds_sum{gen_ai_operation_name=\"chat\""));
+    }
+
+    /// The exposition of tokentap's own families (process metrics change between calls).
+    fn own_families(metrics: &Metrics) -> String {
+        let families: Vec<_> = metrics
+            .registry
+            .gather()
+            .into_iter()
+            .filter(|f| f.name().starts_with("tokentap_") || f.name().starts_with("gen_ai_"))
+            .collect();
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("encode");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    /// Records whose label sets differ in one field at a time, in an order where each record
+    /// follows one that differs from it in a single field (the cache's last-set check sees
+    /// every near miss). The request and GenAI duration counts per label set must be what
+    /// counting the records gives, and series appear only where a count was added.
+    #[test]
+    fn cached_series_count_every_label_set_apart() {
+        let mut records = vec![record("a".to_owned())];
+        type Change = dyn Fn(&mut Record, usize);
+        let variants: [&Change; 6] = [
+            &|r, i| r.model = Some(["a", "b", "c"][i % 3].to_owned()),
+            &|r, i| r.response_model = [None, Some("r".to_owned())][i % 2].clone(),
+            &|r, i| r.outcome = Some([Outcome::Ok, Outcome::UpstreamError][i % 2]),
+            &|r, i| r.stream = i % 2 == 0,
+            &|r, i| r.key_id = [None, Some("k1".to_owned())][i % 2].clone(),
+            &|r, i| r.endpoint = [Endpoint::Chat, Endpoint::Completions][i % 2],
+        ];
+        // Each pass changes one field of every record so far, walking back and forth.
+        for (field, change) in variants.iter().enumerate() {
+            let values = if field == 0 { 3 } else { 2 };
+            let mut next = Vec::new();
+            for (n, r) in records.iter().enumerate() {
+                let mut order: Vec<usize> = (0..values).collect();
+                if n % 2 == 1 {
+                    order.reverse();
+                }
+                for v in order {
+                    let mut changed = r.clone();
+                    change(&mut changed, v);
+                    next.push(changed);
+                }
+            }
+            records = next;
+        }
+        records.dedup_by(|a, b| {
+            a.model == b.model
+                && a.response_model == b.response_model
+                && a.outcome == b.outcome
+                && a.stream == b.stream
+                && a.key_id == b.key_id
+                && a.endpoint == b.endpoint
+        });
+        let metrics = Metrics::with_labels(
+            Registry::new(),
+            100,
+            &Buckets::default(),
+            &[ExtraLabel::KeyId],
+            10,
+        )
+        .expect("metrics");
+        let mut requests = std::collections::HashMap::new();
+        let mut genai = std::collections::HashMap::new();
+        for (i, r) in records.iter().cycle().take(records.len() * 3).enumerate() {
+            // Some records twice in a row, so the last-set path also hits.
+            let times = if i % 5 == 0 { 2 } else { 1 };
+            for _ in 0..times {
+                metrics.observe(r, RecordNotes::default());
+                let model = r.model.as_deref().unwrap_or("unknown");
+                *requests
+                    .entry(format!(
+                        "endpoint=\"{}\",key_id=\"{}\",model=\"{model}\",outcome=\"{}\",provider=\"p\",stream=\"{}\"",
+                        r.endpoint.as_str(),
+                        r.key_id.as_deref().unwrap_or(""),
+                        r.outcome.map_or("", |o| o.as_str()),
+                        r.stream
+                    ))
+                    .or_insert(0u64) += 1;
+                let operation = operation_name(r.endpoint).unwrap_or_default();
+                let response = r.response_model.as_deref().unwrap_or(model);
+                *genai
+                    .entry(format!(
+                        "gen_ai_operation_name=\"{operation}\",gen_ai_provider_name=\"p\",gen_ai_request_model=\"{model}\",gen_ai_response_model=\"{response}\""
+                    ))
+                    .or_insert(0u64) += 1;
+            }
+        }
+        let text = own_families(&metrics);
+        let read = |family: &str| -> std::collections::HashMap<String, u64> {
+            text.lines()
+                .filter_map(|line| line.strip_prefix(family)?.strip_prefix('{'))
+                .map(|rest| {
+                    let (labels, value) = rest.split_once("} ").expect("a sample");
+                    (labels.to_owned(), value.parse().expect("a count"))
+                })
+                .collect()
+        };
+        assert_eq!(read("tokentap_requests_total"), requests);
+        assert_eq!(
+            read("gen_ai_client_operation_duration_seconds_count"),
+            genai
+        );
+        // No reasoning tokens were counted, so no reasoning series exists.
+        assert!(!text.contains("type=\"reasoning\""), "{text}");
     }
 }
