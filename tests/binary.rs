@@ -139,16 +139,21 @@ fn open_stream(port: u16) -> std::net::TcpStream {
     stream
 }
 
+/// `--demo` on the given loopback ports.
+fn demo_args(proxy: u16, admin: u16) -> [String; 5] {
+    [
+        "--demo".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{proxy}"),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{admin}"),
+    ]
+}
+
 /// The binary with `--demo` on the given ports, once it accepts connections.
 fn start_demo(proxy: u16, admin: u16, drain_timeout: &str) -> std::process::Child {
     let child = tokentap()
-        .args([
-            "--demo",
-            "--listen",
-            &format!("127.0.0.1:{proxy}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
+        .args(demo_args(proxy, admin))
         .args(["--drain-timeout", drain_timeout, "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -273,15 +278,8 @@ fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
     let (proxy, admin) = (free_port(), free_port());
     let child = Command::new("taskset")
         .args(["-c", "0", env!("CARGO_BIN_EXE_tokentap")])
-        .args([
-            "--demo",
-            "--listen",
-            &format!("127.0.0.1:{proxy}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--log-format",
-            "json",
-        ])
+        .args(demo_args(proxy, admin))
+        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
