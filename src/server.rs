@@ -5,14 +5,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::config::Settings;
 use crate::{admin, proxy};
 
 /// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
@@ -99,19 +104,7 @@ impl AcceptLoop {
             role,
         } = self;
         let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(app.settings().client_header_timeout)
-            .keep_alive(true)
-            .max_buf_size(app.settings().max_header_bytes.max(8192) * 4);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(
-                u32::try_from(app.settings().max_header_bytes * 4).unwrap_or(u32::MAX),
-            );
+        let protocols = Arc::new(Protocols::new(app.settings()));
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => break,
@@ -127,7 +120,9 @@ impl AcceptLoop {
             };
             let _ = stream.set_nodelay(true);
             let app = app.clone();
-            let io = TokioIo::new(stream);
+            let protocols = protocols.clone();
+            let watcher = graceful.watcher();
+            let cut = cut.clone();
             match role {
                 Role::Proxy => {
                     // Boxed: hyper keeps a slot the size of the handler's future for the whole
@@ -141,23 +136,108 @@ impl AcceptLoop {
                             )
                         })
                     });
-                    let conn = builder.serve_connection(io, service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(serve_until_cut(conn, peer, cut.clone()));
+                    tokio::spawn(protocols.serve(stream, peer, service, watcher, cut));
                 }
                 Role::Admin => {
                     let service = service_fn(move |req| {
                         let app = app.clone();
                         async move { Ok::<_, std::convert::Infallible>(admin::handle(app, req).await) }
                     });
-                    let conn = builder.serve_connection(io, service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(serve_until_cut(conn, peer, cut.clone()));
+                    tokio::spawn(protocols.serve(stream, peer, service, watcher, cut));
                 }
             }
         }
         drop(listener);
         graceful.shutdown().await;
+    }
+}
+
+/// The HTTP/1.1 and h2c connection settings, shared by every connection of a listener.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// How long a client may take to send the bytes that tell HTTP/1.1 from h2c.
+    sniff_timeout: Duration,
+}
+
+/// What an h2c client sends first (RFC 9113 section 3.4); an HTTP/1.1 request line differs
+/// from it within its first four bytes.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Protocols {
+    fn new(settings: &Settings) -> Protocols {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.client_header_timeout)
+            .keep_alive(true)
+            .max_buf_size(settings.max_header_bytes.max(8192) * 4);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes * 4).unwrap_or(u32::MAX));
+        Protocols {
+            http1,
+            http2,
+            sniff_timeout: settings.client_header_timeout,
+        }
+    }
+
+    /// Serves one connection as HTTP/1.1 or h2c, told apart by its first bytes. Chosen here,
+    /// not by hyper-util's auto builder: its connection future holds the HTTP/2 state inline,
+    /// about 5 KiB more per HTTP/1.1 connection (RSS at 3,000 streams, 35.4 vs 30.0 KiB).
+    async fn serve<S, B>(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        service: S,
+        watcher: Watcher,
+        cut: CancellationToken,
+    ) where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let http2 = match tokio::time::timeout(self.sniff_timeout, speaks_h2c(&stream)).await {
+            Ok(Ok(http2)) => http2,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "connection sent no request in time");
+                return;
+            }
+        };
+        let io = TokioIo::new(stream);
+        if http2 {
+            // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
+            let conn = watcher.watch(self.http2.serve_connection(io, service));
+            Box::pin(serve_until_cut(conn, peer, cut)).await;
+        } else {
+            let conn = watcher.watch(self.http1.serve_connection(io, service));
+            serve_until_cut(conn, peer, cut).await;
+        }
+    }
+}
+
+/// Whether the client opens with the h2c preface. Peeks, so hyper reads every byte itself.
+async fn speaks_h2c(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let seen = stream.peek(&mut first).await?;
+        if seen == 0 || first[..seen] != H2_PREFACE[..seen] {
+            return Ok(false);
+        }
+        if seen == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // Only part of the preface so far (it normally arrives whole): peek again shortly,
+        // since a socket with unread bytes stays readable and would spin.
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

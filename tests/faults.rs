@@ -780,6 +780,33 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
 }
 
 #[tokio::test]
+async fn connections_silent_or_stuck_in_the_h2c_preface_are_closed_at_the_header_timeout() {
+    let fake = FakeUpstream::start().await;
+    fake.script(
+        "echo",
+        Scenario::response(200, "application/json", r#"{"ok":true}"#),
+    );
+    let proxy = start(&fake, &["--client-header-timeout", "500ms"]).await;
+    let silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut half_preface = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let (status, _) = call(&proxy, "echo", "{}").await;
+    assert_eq!(status, 200);
+    for mut stream in [silent, half_preface] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection was never closed");
+        // Closed with nothing sent; unread bytes make the close a reset.
+        match read {
+            Ok(_) => assert!(rest.is_empty(), "{rest:?}"),
+            Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+    invariants(&proxy, &fake, 1).await;
+}
+
+#[tokio::test]
 async fn the_whole_request_timeout_also_bounds_the_wait_for_headers() {
     let fake = FakeUpstream::start().await;
     fake.script("stall-before-headers", Scenario::new().then(Step::Stall));

@@ -162,6 +162,33 @@ async fn h2c_clients_are_served() {
 }
 
 #[tokio::test]
+async fn a_request_line_that_starts_like_the_h2c_preface_is_served_as_http1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, _demo) = Proxy::with_demo(&[]).await;
+    let body =
+        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"a b"}]}"#;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // "P" could still open "PRI * HTTP/2.0"; the rest of the line settles it.
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rest = format!(
+        "OST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let record = proxy.only_record().await;
+    assert_eq!(record["outcome"], "ok");
+    assert_eq!(usage_of(&record), [9, 3, 12, 0, 0, 0]);
+}
+
+#[tokio::test]
 async fn under_drain_a_leaving_client_still_gets_the_providers_usage_recorded() {
     let (upstream, mut gates) = gated_upstream().await;
     let proxy = Proxy::start(
