@@ -12,9 +12,9 @@ mod upstream;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Collected, Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -120,7 +120,7 @@ async fn handle_tracked(
             });
         };
         match read {
-            Ok(collected) => (Some(collected.to_bytes()), None),
+            Ok(collected) => (Some(detach(collected)), None),
             Err(err) if err.is::<http_body_util::LengthLimitError>() => {
                 return reject(ProxyError::BodyTooLarge {
                     limit: settings.max_body,
@@ -302,6 +302,17 @@ fn answer_early(
     response.map(Either::Right)
 }
 
+/// The body in an allocation of its own, copied once. hyper hands a small body over as a slice
+/// of the connection's read buffer; kept for the stream's life (for the record's estimate), that
+/// slice would pin the whole buffer and make hyper allocate another: 3.9 KiB more RSS per
+/// stream at 3,000 paced streams (37.8 vs 33.9 KiB).
+fn detach(collected: Collected<Bytes>) -> Bytes {
+    let mut chunks = collected.aggregate();
+    let mut owned = BytesMut::with_capacity(chunks.remaining());
+    owned.put(&mut chunks);
+    owned.freeze()
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -322,4 +333,44 @@ fn new_request_id() -> String {
     }
     let id = CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context)));
     format!("req_{}", id.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    async fn collected(chunks: &[Bytes]) -> Collected<Bytes> {
+        let frames = chunks
+            .iter()
+            .cloned()
+            .map(|chunk| Ok::<_, std::convert::Infallible>(http_body::Frame::data(chunk)));
+        let Ok(collected) = StreamBody::new(futures_util::stream::iter(frames))
+            .collect()
+            .await;
+        collected
+    }
+
+    #[tokio::test]
+    async fn a_detached_body_shares_no_memory_with_the_buffer_it_came_from() {
+        let buffer = Bytes::from_static(b"xx{\"model\":\"gpt-4o\"}yy");
+        let body = buffer.slice(2..buffer.len() - 2);
+        let detached = detach(collected(std::slice::from_ref(&body)).await);
+        assert_eq!(detached, body);
+        let range = buffer.as_ptr_range();
+        assert!(!range.contains(&detached.as_ptr()));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_many_chunks_is_detached_whole_and_in_order() {
+        let chunks = [
+            Bytes::from_static(b"{\"model\":"),
+            Bytes::new(),
+            Bytes::from_static(b"\"gpt-4o\""),
+            Bytes::from_static(b"}"),
+        ];
+        let detached = detach(collected(&chunks).await);
+        assert_eq!(&detached[..], b"{\"model\":\"gpt-4o\"}");
+        assert_eq!(detach(collected(&[]).await), Bytes::new());
+    }
 }
