@@ -1,7 +1,7 @@
 //! The upstream side: a provider, its pooled HTTP client (HTTP/1.1, and HTTP/2 where TLS
 //! negotiates it), and the URI a client's request goes to.
 //!
-//! hyper-util's pooled client with a rustls connector, used directly: reqwest wraps the same
+//! hyper-util's pooled client (rustls for https), used directly: reqwest wraps the same
 //! client in a URL re-parse, a retry and a redirect layer and a timer per request, which cost
 //! about 9% of the proxy's CPU per short request while tokentap needs none of them (redirects
 //! are answered to the client, and timeouts are tokentap's own).
@@ -30,10 +30,19 @@ pub type ClientError = hyper_util::client::legacy::Error;
 /// How long an unused pooled connection stays open.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
+/// A provider's pooled connections: plain TCP for an `http://` base URL, rustls for `https://`.
+/// Two client types, not one connector for both: a pooled connection's task holds its stream
+/// type inline, and the TLS stream is the larger, about 1 KiB per connection (RSS at 3,000
+/// streams) that a plain-HTTP upstream (a local model server, a sidecar) would carry unused.
+enum Pool {
+    Plain(Client<HttpConnector, OutboundBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, OutboundBody>),
+}
+
 /// A provider and its connection pool.
 pub struct Upstream {
     pub config: ProviderConfig,
-    client: Client<HttpsConnector<HttpConnector>, OutboundBody>,
+    pool: Pool,
     scheme: Scheme,
     authority: Authority,
     /// The base URL's path without its trailing `/` ("" for none): request paths go after it.
@@ -48,25 +57,30 @@ impl Upstream {
             return Err("needs a scheme and a host".into());
         };
         let mut http = HttpConnector::new();
-        // https is allowed: the TLS connector wrapping this one handles it.
-        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+            .timer(TokioTimer::new());
+        let pool = if scheme == Scheme::HTTPS {
+            // https is allowed: the TLS connector wrapping this one handles it.
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Pool::Tls(client.build(https))
+        } else {
+            Pool::Plain(client.build(http))
+        };
         Ok(Upstream {
             base_path: base.path().trim_end_matches('/').to_owned(),
             config,
-            client,
+            pool,
             scheme,
             authority,
         })
@@ -89,7 +103,10 @@ impl Upstream {
     }
 
     pub fn send(&self, request: Request<OutboundBody>) -> ResponseFuture {
-        self.client.request(request)
+        match &self.pool {
+            Pool::Plain(client) => client.request(request),
+            Pool::Tls(client) => client.request(request),
+        }
     }
 }
 
@@ -142,5 +159,17 @@ mod tests {
             let uri = upstream(base).uri(&request.parse().unwrap()).unwrap();
             assert_eq!(uri.to_string(), expected, "{base} + {request}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_an_https_base_url_gets_the_tls_pool() {
+        assert!(matches!(
+            upstream("http://127.0.0.1:9").pool,
+            Pool::Plain(_)
+        ));
+        assert!(matches!(
+            upstream("https://gw.example/v1").pool,
+            Pool::Tls(_)
+        ));
     }
 }
