@@ -25,13 +25,16 @@ const SMALL_BODY: usize = 64 << 10;
 enum Framing {
     Sse(SseParser),
     SmallJson(Vec<u8>),
-    Json(TopLevelCapture),
+    /// Boxed: the capture is larger than the parser that streams use.
+    Json(Box<TopLevelCapture>),
 }
 
 pub struct Meter {
     dialect: Dialect,
     framing: Framing,
-    decoder: Option<Decoder>,
+    /// Boxed: a decoder's state is larger than the rest of the meter, and most answers are
+    /// not compressed. The meter lives as long as its stream does.
+    decoder: Option<Box<Decoder>>,
     measurement: Measurement,
     /// Cut usage-only chunks (tokentap asked for them, the client did not).
     strip_usage_chunks: bool,
@@ -48,7 +51,7 @@ impl Meter {
         encoding: Option<&str>,
         strip_usage_chunks: bool,
     ) -> Meter {
-        let decoder = encoding.and_then(Decoder::for_encoding);
+        let decoder = encoding.and_then(Decoder::for_encoding).map(Box::new);
         Meter {
             dialect,
             framing: match dialect {
@@ -57,7 +60,7 @@ impl Meter {
                     Framing::SmallJson(Vec::new())
                 }
                 Dialect::Responses | Dialect::Messages => {
-                    Framing::Json(TopLevelCapture::new(JSON_MEMBERS))
+                    Framing::Json(Box::new(TopLevelCapture::new(JSON_MEMBERS)))
                 }
             },
             // Byte offsets of a compressed stream say nothing about events: never cut one.
@@ -94,7 +97,7 @@ impl Meter {
                     // A corrupt or oversized body: stop metering it, keep streaming it.
                     self.measurement.parse_errors += 1;
                     self.decoder = None;
-                    self.framing = Framing::Json(TopLevelCapture::new(&[]));
+                    self.framing = Framing::Json(Box::new(TopLevelCapture::new(&[])));
                 }
             },
         }
@@ -122,7 +125,7 @@ impl Meter {
                 body.extend_from_slice(chunk);
             }
             Framing::SmallJson(body) => {
-                let mut capture = TopLevelCapture::new(JSON_MEMBERS);
+                let mut capture = Box::new(TopLevelCapture::new(JSON_MEMBERS));
                 capture.feed(body);
                 capture.feed(chunk);
                 *framing = Framing::Json(capture);
@@ -187,7 +190,7 @@ impl Meter {
                     observe_members(&mut measurement, dialect, capture, now);
                 }
             }
-            Framing::Json(capture) => observe_members(&mut measurement, dialect, capture, now),
+            Framing::Json(capture) => observe_members(&mut measurement, dialect, *capture, now),
         }
         measurement
     }

@@ -79,9 +79,11 @@ impl SseParser {
                 && self.partial_line.is_empty()
                 && !self.has_data
                 && self.event.is_empty()
-                && self.past_first_line
             {
+                // A line opening with `data:` opens with no byte order mark either, so the
+                // stream's first event takes this path too (it kept a copy buffer per stream).
                 if let Some(value) = chunk[..i].strip_prefix(b"data:") {
+                    self.past_first_line = true;
                     let end = pos + i as u64 + 2;
                     on_event(SseEvent {
                         event: b"",

@@ -190,3 +190,23 @@ proptest! {
         let _ = parse_chunks(&[&input[..split], &input[split..]]);
     }
 }
+
+#[test]
+fn whole_one_line_events_from_the_first_on_are_handed_over_without_a_copy() {
+    let mut parser = SseParser::new();
+    let mut seen = Vec::new();
+    parser.feed(b"data: {\"a\":1}\n\ndata: [DONE]\n\n", &mut |e| {
+        seen.push((e.data.to_vec(), e.start, e.end));
+    });
+    assert_eq!(
+        seen,
+        [(b"{\"a\":1}".to_vec(), 0, 15), (b"[DONE]".to_vec(), 15, 29)]
+    );
+    // No byte went through the copy buffers: a stream holds none of them while it lasts.
+    assert_eq!(parser.data.capacity() + parser.partial_line.capacity(), 0);
+    // The first line is behind: a byte order mark now is an ordinary (unknown) field byte.
+    parser.feed(b"\xEF\xBB\xBFdata: x\n\n", &mut |e| {
+        seen.push((e.data.to_vec(), 0, 0))
+    });
+    assert_eq!(seen.len(), 2);
+}
