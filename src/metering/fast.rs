@@ -111,8 +111,72 @@ pub fn try_observe(
     data: &[u8],
     now: Instant,
 ) -> Fast {
+    let openai = matches!(dialect, Dialect::Chat | Dialect::Completions);
+    if openai && m.response_model.is_none() {
+        // The first event names the model, which the checks below need known. Take it when the
+        // event names it plainly; keep it only if the rest of the event is taken too.
+        let Some(model) = top_level_model(data) else {
+            return Fast::Declined;
+        };
+        m.response_model = Some(model.into_owned());
+        let fast = observe_with_model(m, dialect, event, data, now);
+        if fast == Fast::Declined {
+            m.response_model = None;
+        }
+        return fast;
+    }
+    observe_with_model(m, dialect, event, data, now)
+}
+
+/// The model of an event whose only `"model"` key is a member of the top-level object, with a
+/// string value: what the full parse would take. `None` for anything else.
+fn top_level_model(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let mut keys = MODEL
+        .find_iter(data)
+        .filter(|&at| trim_start(&data[at + 7..]).starts_with(b":"));
+    let at = keys.next()?;
+    if keys.next().is_some() || depth_at(data, at)? != 1 {
+        return None;
+    }
+    let value = trim_start(trim_start(&data[at + 7..]).strip_prefix(b":")?);
+    let body = value.strip_prefix(b"\"")?;
+    json_string_at(data, data.len() - body.len()).map(|(model, _)| model)
+}
+
+/// How many objects and arrays are open at `end`, outside any string: 1 for a member of the
+/// top-level object. `None` when `end` falls inside a string or the brackets do not balance.
+fn depth_at(data: &[u8], end: usize) -> Option<usize> {
+    let head = &data[..end];
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < head.len() {
+        match head[i] {
+            b'"' => loop {
+                let rest = head.get(i + 1..)?;
+                let quote = i + 1 + memchr::memchr2(b'"', b'\\', rest)?;
+                if head[quote] == b'"' {
+                    i = quote;
+                    break;
+                }
+                i = quote + 1;
+            },
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    Some(depth)
+}
+
+fn observe_with_model(
+    m: &mut Measurement,
+    dialect: Dialect,
+    event: &[u8],
+    data: &[u8],
+    now: Instant,
+) -> Fast {
     let text_keys = match dialect {
-        // The first event names the model: parse it fully.
         Dialect::Chat if m.response_model.is_some() => CHAT_TEXT,
         Dialect::Completions if m.response_model.is_some() => COMPLETION_TEXT,
         Dialect::Responses if event.ends_with(b".delta") => RESPONSES_TEXT,
@@ -274,6 +338,49 @@ mod tests {
         };
         let handled = try_observe(&mut m, dialect, event, data, Instant::now()) != Fast::Declined;
         (handled, m.text)
+    }
+
+    #[test]
+    fn the_model_is_read_only_from_the_top_level_object() {
+        let model = |data: &str| top_level_model(data.as_bytes()).map(|m| m.into_owned());
+        let first = r#"{"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[]}"#;
+        assert_eq!(model(first).as_deref(), Some("gpt-4o"));
+        assert_eq!(model(r#"{ "model" : "a\"b" }"#).as_deref(), Some("a\"b"));
+        assert_eq!(model(r#"{"role":"model","model":""}"#).as_deref(), Some(""));
+        for other in [
+            r#"{"choices":[{"delta":{"model":"x"}}]}"#,
+            r#"{"x":"\"}","choices":{"model":"x"}}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"model":null}"#,
+            r#"{"model":7}"#,
+            r#"{"id":"\"model\":\"x\""}"#,
+            r#"[{"model":"x"}]"#,
+            r#"{"a":"]}","x":{"model":"x"}}"#,
+        ] {
+            assert_eq!(model(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_first_chunk_taken_fast_sets_the_model_and_one_declined_leaves_none() {
+        let mut m = Measurement::default();
+        let now = Instant::now();
+        let first = br#"{"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}"#;
+        assert!(matches!(
+            try_observe(&mut m, Dialect::Chat, b"", first, now),
+            Fast::OneText { .. }
+        ));
+        assert_eq!(
+            (m.response_model.as_deref(), m.text.as_str()),
+            (Some("gpt-4o"), "Hi")
+        );
+        let mut m = Measurement::default();
+        let with_usage = br#"{"model":"gpt-4o","choices":[],"usage":{"total_tokens":3}}"#;
+        assert_eq!(
+            try_observe(&mut m, Dialect::Chat, b"", with_usage, now),
+            Fast::Declined
+        );
+        assert_eq!(m.response_model, None);
     }
 
     #[test]

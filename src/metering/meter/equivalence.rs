@@ -56,7 +56,38 @@ fn text() -> impl Strategy<Value = String> {
 /// (blanks after colons), or compact with non-ASCII text as `\u` escapes (Python's default).
 fn chunk(shape: u8, text: &str, form: u8) -> String {
     let t = Value::String(text.to_owned());
-    let value = match shape % 9 {
+    let quoted = t.to_string();
+    // Shapes a first chunk may take that decide where the model comes from; written as text,
+    // since a `Value` cannot repeat a key.
+    match shape % 15 {
+        9 => {
+            return format!(
+                r#"{{"id":"c","choices":[{{"index":0,"delta":{{"model":"nested","content":{quoted}}}}}]}}"#
+            );
+        }
+        10 => {
+            return format!(
+                r#"{{"id":"c","model":null,"choices":[{{"index":0,"delta":{{"content":{quoted}}}}}]}}"#
+            );
+        }
+        11 => {
+            return format!(
+                r#"{{"id":"c","model":"m","model":"m3","choices":[{{"index":0,"delta":{{"content":{quoted}}}}}]}}"#
+            );
+        }
+        12 => {
+            return format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"content":{quoted}}}}}],"model" : "m\"q\u00e9"}}"#
+            );
+        }
+        13 => {
+            return format!(
+                r#"{{"id":"{{\"model\":[","choices":[{{"index":0,"delta":{{"x":"\"]}}}}\"","model":"nested","content":{quoted}}}}}]}}"#
+            );
+        }
+        _ => {}
+    }
+    let value = match shape % 15 {
         0..=2 => {
             json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}], "usage": null})
         }
@@ -104,8 +135,9 @@ proptest! {
         split in 1usize..64,
     ) {
         let now = Instant::now();
-        let mut events = vec![chunk(0, "", 0)];
-        events.extend(chunks.iter().map(|(shape, text, form)| chunk(*shape, text, *form)));
+        // The first chunk is as random as the rest: where the model comes from matters most there.
+        let mut events: Vec<String> =
+            chunks.iter().map(|(shape, text, form)| chunk(*shape, text, *form)).collect();
         events.push("[DONE]".to_owned());
         let body: String = events
             .iter()
