@@ -43,6 +43,16 @@ async fn start(fake: &FakeUpstream, extra: &[&str]) -> Proxy {
     Proxy::start(&args, "").await
 }
 
+/// A fake upstream whose scenario `echo` answers `{"ok":true}`.
+async fn echo_upstream() -> FakeUpstream {
+    let fake = FakeUpstream::start().await;
+    fake.script(
+        "echo",
+        Scenario::response(200, "application/json", r#"{"ok":true}"#),
+    );
+    fake
+}
+
 /// tokentap's own error answer: the `status`, and a body naming `code`.
 fn assert_error_answer(reply: (u16, Result<Vec<u8>, String>), status: u16, code: &str) {
     assert_eq!(reply.0, status);
@@ -631,11 +641,7 @@ async fn a_slow_reader_gets_back_pressure_not_buffering() {
 
 #[tokio::test]
 async fn malformed_client_requests_get_clear_answers() {
-    let fake = FakeUpstream::start().await;
-    fake.script(
-        "echo",
-        Scenario::response(200, "application/json", r#"{"ok":true}"#),
-    );
+    let fake = echo_upstream().await;
     let proxy = start(&fake, &["--max-body", "64KiB"]).await;
     let nested = "[".repeat(10_000) + &"]".repeat(10_000);
     for body in [
@@ -720,11 +726,7 @@ async fn malformed_client_requests_get_clear_answers() {
 
 #[tokio::test]
 async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
-    let fake = FakeUpstream::start().await;
-    fake.script(
-        "echo",
-        Scenario::response(200, "application/json", r#"{"ok":true}"#),
-    );
+    let fake = echo_upstream().await;
     let proxy = start(
         &fake,
         &[
@@ -781,11 +783,7 @@ async fn slowloris_and_slow_bodies_are_cut_while_other_traffic_flows() {
 
 #[tokio::test]
 async fn connections_silent_or_stuck_in_the_h2c_preface_are_closed_at_the_header_timeout() {
-    let fake = FakeUpstream::start().await;
-    fake.script(
-        "echo",
-        Scenario::response(200, "application/json", r#"{"ok":true}"#),
-    );
+    let fake = echo_upstream().await;
     let proxy = start(&fake, &["--client-header-timeout", "500ms"]).await;
     let silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let mut half_preface = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
