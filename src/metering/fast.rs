@@ -184,13 +184,14 @@ fn observe_with_model(
         Dialect::Messages if event == b"content_block_delta" => MESSAGES_TEXT,
         _ => return Fast::Declined,
     };
-    if ERROR.find(data).is_some() || TOOL_CALLS.find(data).is_some() {
-        return Fast::Declined;
-    }
+    // Usage first: the one event of a stream declined here is most often its usage chunk.
     if USAGE
         .find_iter(data)
         .any(|at| !followed_by_null(&data[at + 7..]))
     {
+        return Fast::Declined;
+    }
+    if ERROR.find(data).is_some() || TOOL_CALLS.find(data).is_some() {
         return Fast::Declined;
     }
     // The full parse would take a new model name: leave such an event to it.
