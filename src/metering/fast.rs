@@ -131,6 +131,10 @@ pub fn try_observe(
 /// The model of an event whose only `"model"` key is a member of the top-level object, with a
 /// string value: what the full parse would take. `None` for anything else.
 fn top_level_model(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    // Depth 1 must mean the top-level object, not an array.
+    if data.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     let mut keys = MODEL
         .find_iter(data)
         .filter(|&at| trim_start(&data[at + 7..]).starts_with(b":"));
@@ -356,6 +360,7 @@ mod tests {
             r#"{"model":7}"#,
             r#"{"id":"\"model\":\"x\""}"#,
             r#"[{"model":"x"}]"#,
+            r#"["model":"x"]"#,
             r#"{"a":"]}","x":{"model":"x"}}"#,
         ] {
             assert_eq!(model(other), None, "{other}");
