@@ -124,6 +124,7 @@ impl AcceptLoop {
             let app = app.clone();
             let protocols = protocols.clone();
             let watcher = graceful.watcher();
+            let stop = stop.clone();
             let cut = cut.clone();
             match role {
                 Role::Proxy => {
@@ -138,14 +139,14 @@ impl AcceptLoop {
                             )
                         })
                     });
-                    tokio::spawn(protocols.serve(stream, peer, service, watcher, cut));
+                    tokio::spawn(protocols.serve(stream, peer, service, watcher, stop, cut));
                 }
                 Role::Admin => {
                     let service = service_fn(move |req| {
                         let app = app.clone();
                         async move { Ok::<_, std::convert::Infallible>(admin::handle(app, req).await) }
                     });
-                    tokio::spawn(protocols.serve(stream, peer, service, watcher, cut));
+                    tokio::spawn(protocols.serve(stream, peer, service, watcher, stop, cut));
                 }
             }
         }
@@ -191,6 +192,7 @@ impl Protocols {
         peer: SocketAddr,
         service: S,
         watcher: Watcher,
+        stop: CancellationToken,
         cut: CancellationToken,
     ) where
         S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -200,9 +202,15 @@ impl Protocols {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (stream, http2) = match tokio::time::timeout(self.sniff_timeout, Sniffed::read(stream))
-            .await
-        {
+        let sniffing = tokio::time::timeout(self.sniff_timeout, Sniffed::read(stream));
+        let sniffed = tokio::select! {
+            biased;
+            sniffed = sniffing => sniffed,
+            // Shutting down: a connection that has not sent a request yet gets none served, and
+            // does not hold up the drain (hyper-util's auto builder dropped these too).
+            () = stop.cancelled() => return,
+        };
+        let (stream, http2) = match sniffed {
             Ok(Ok(sniffed)) => sniffed,
             Ok(Err(err)) => {
                 tracing::debug!(%peer, error = %err, "connection failed before its first request");

@@ -189,6 +189,32 @@ async fn a_request_line_that_starts_like_the_h2c_preface_is_served_as_http1() {
 }
 
 #[tokio::test]
+async fn connections_that_sent_no_request_do_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, _demo) =
+        Proxy::with_demo(&["--drain-timeout", "60s", "--client-header-timeout", "60s"]).await;
+    let _silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut half_preface = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // A request on a third connection: by its answer, the two are accepted.
+    let answer = proxy
+        .post_chat()
+        .body(r#"{"model":"gpt-4o-mini","max_tokens":2,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let started = std::time::Instant::now();
+    proxy.stop().await;
+    // Neither the 60 s drain timeout nor the 60 s header timeout was waited for.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn under_drain_a_leaving_client_still_gets_the_providers_usage_recorded() {
     let (upstream, mut gates) = gated_upstream().await;
     let proxy = Proxy::start(
