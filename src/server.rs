@@ -133,12 +133,14 @@ impl AcceptLoop {
                     // Boxed: hyper keeps a slot the size of the handler's future for the whole
                     // connection; a box pointer there instead lets the ~3 KiB state go as soon
                     // as the response head is out, not when a long stream ends.
+                    let client = proxy::Peer::new(peer);
                     let service = move |write_now: WriteNow| {
                         service_fn(move |req| {
                             let app = app.clone();
                             let write_now = write_now.clone();
+                            let client = client.clone();
                             Box::pin(async move {
-                                let response = proxy::handle_guarded(app, req, peer).await;
+                                let response = proxy::handle_guarded(app, req, client).await;
                                 Ok::<_, std::convert::Infallible>(write_now.response(response))
                             })
                         })
