@@ -260,6 +260,17 @@ mod tests {
         Pin::new(io).poll_write(&mut Context::from_waker(waker), bytes)
     }
 
+    /// A writer over a socket that takes up to `room` bytes per write.
+    fn writer(room: usize, write_now: WriteNow) -> Coalesced<Socket> {
+        Coalesced::new(
+            Socket {
+                room,
+                ..Socket::default()
+            },
+            write_now,
+        )
+    }
+
     fn context() -> (Arc<Wakes>, Waker) {
         let wakes = Arc::new(Wakes::default());
         (wakes.clone(), Waker::from(wakes))
@@ -268,13 +279,7 @@ mod tests {
     #[test]
     fn a_write_waits_one_turn_and_wakes_its_task_for_it() {
         let (wakes, waker) = context();
-        let mut io = Coalesced::new(
-            Socket {
-                room: 100,
-                ..Socket::default()
-            },
-            WriteNow::default(),
-        );
+        let mut io = writer(100, WriteNow::default());
         assert!(write(&mut io, &waker, b"head and chunks").is_pending());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert!(io.io.writes.is_empty());
@@ -291,13 +296,7 @@ mod tests {
     #[test]
     fn the_rest_of_a_partial_write_goes_out_without_waiting_again() {
         let (wakes, waker) = context();
-        let mut io = Coalesced::new(
-            Socket {
-                room: 4,
-                ..Socket::default()
-            },
-            WriteNow::default(),
-        );
+        let mut io = writer(4, WriteNow::default());
         assert!(write(&mut io, &waker, b"abcdef").is_pending());
         assert!(matches!(
             write(&mut io, &waker, b"abcdef"),
@@ -311,7 +310,7 @@ mod tests {
     #[test]
     fn a_write_the_socket_was_not_ready_for_is_retried_without_waiting_again() {
         let (wakes, waker) = context();
-        let mut io = Coalesced::new(Socket::default(), WriteNow::default());
+        let mut io = writer(0, WriteNow::default());
         assert!(write(&mut io, &waker, b"abc").is_pending());
         assert!(write(&mut io, &waker, b"abc").is_pending());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
@@ -322,13 +321,7 @@ mod tests {
     #[test]
     fn vectored_writes_wait_their_turn_too() {
         let (wakes, waker) = context();
-        let mut io = Coalesced::new(
-            Socket {
-                room: 100,
-                ..Socket::default()
-            },
-            WriteNow::default(),
-        );
+        let mut io = writer(100, WriteNow::default());
         let bufs = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
         let mut cx = Context::from_waker(&waker);
         assert!(
@@ -399,13 +392,7 @@ mod tests {
         // The failure is held back one poll, the task woken, and the writer told to write now.
         assert!(frame(&mut body, &waker).is_pending());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        let mut io = Coalesced::new(
-            Socket {
-                room: 100,
-                ..Socket::default()
-            },
-            write_now.clone(),
-        );
+        let mut io = writer(100, write_now.clone());
         assert!(matches!(
             write(&mut io, &waker, b"chunk"),
             Poll::Ready(Ok(5))
@@ -424,13 +411,7 @@ mod tests {
         assert!(matches!(frame(&mut body, &waker), Poll::Ready(Some(Ok(_)))));
         assert!(!write_now.take());
         assert!(matches!(frame(&mut body, &waker), Poll::Ready(None)));
-        let mut io = Coalesced::new(
-            Socket {
-                room: 100,
-                ..Socket::default()
-            },
-            write_now,
-        );
+        let mut io = writer(100, write_now);
         assert!(matches!(write(&mut io, &waker, b"ab"), Poll::Ready(Ok(2))));
         // The signal is spent: the next response's first write waits its turn again.
         assert!(write(&mut io, &waker, b"next").is_pending());
@@ -459,13 +440,7 @@ mod tests {
     fn the_signal_of_a_body_that_ended_while_its_write_waited_is_spent_by_that_write() {
         let (_wakes, waker) = context();
         let write_now = WriteNow::default();
-        let mut io = Coalesced::new(
-            Socket {
-                room: 100,
-                ..Socket::default()
-            },
-            write_now.clone(),
-        );
+        let mut io = writer(100, write_now.clone());
         assert!(write(&mut io, &waker, b"head, chunks").is_pending());
         write_now.set();
         assert!(matches!(
