@@ -198,7 +198,10 @@ impl Protocols {
     /// not by hyper-util's auto builder: its connection future holds the HTTP/2 state inline,
     /// about 5 KiB more per HTTP/1.1 connection (RSS at 3,000 streams, 35.4 vs 30.0 KiB in a
     /// bare hyper proxy).
-    /// `service` makes the connection's service from the signal its responses give the writer.
+    ///
+    /// `service` makes the connection's service from the signal its responses give the
+    /// connection's writer (see `coalesced`). On h2c the streams of a connection share one
+    /// signal: it is a hint, so one stream's end only spares another's write its wait.
     async fn serve<S, B>(
         self: Arc<Self>,
         stream: TcpStream,
