@@ -20,7 +20,7 @@ use crate::tracker::{BodyEnd, InFlight};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The upstream body as tokentap reads it.
-pub type UpstreamBody = hyper::body::Incoming;
+pub type UpstreamBody = crate::upstream::ResponseBody;
 
 pub struct MeteredBody {
     inner: Option<UpstreamBody>,

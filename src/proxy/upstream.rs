@@ -32,51 +32,10 @@ pub fn request(
     for (name, value) in &upstream.config.headers {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(host) = upstream.host() {
-        // A `Host` among the provider's configured headers stays, as it did with hyper-util.
-        headers.entry(header::HOST).or_insert_with(|| host.clone());
-    }
     let mut request = Request::builder()
         .method(method.clone())
         .uri(upstream.uri(uri)?)
         .body(body)?;
     *request.headers_mut() = headers;
     Ok(request)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use http::HeaderValue;
-    use http_body_util::{Either, Full};
-
-    use super::*;
-    use crate::config::ProviderConfig;
-
-    fn request_to(headers: Vec<(header::HeaderName, HeaderValue)>) -> Request<OutboundBody> {
-        let config = ProviderConfig {
-            name: "local".into(),
-            base_url: "http://127.0.0.1:8080/v1".into(),
-            models: Vec::new(),
-            model_globs: globset::GlobSet::empty(),
-            credential: None,
-            headers,
-            include_usage: true,
-        };
-        let upstream = Upstream::new(config, Duration::from_secs(1)).unwrap();
-        let peer = Peer::new("10.1.2.3:4000".parse().unwrap());
-        let mut client = HeaderMap::new();
-        client.insert(header::HOST, HeaderValue::from_static("tokentap:8787"));
-        let uri: Uri = "/v1/chat/completions".parse().unwrap();
-        let body = Either::Left(Full::default());
-        request(&upstream, &Method::POST, &uri, client, &peer, body, false).unwrap()
-    }
-
-    #[tokio::test]
-    async fn host_is_the_providers_unless_its_config_sets_one() {
-        assert_eq!(request_to(Vec::new()).headers()["host"], "127.0.0.1:8080");
-        let configured = vec![(header::HOST, HeaderValue::from_static("gateway.internal"))];
-        assert_eq!(request_to(configured).headers()["host"], "gateway.internal");
-    }
 }

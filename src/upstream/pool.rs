@@ -1,0 +1,383 @@
+//! One provider's connections: HTTP/1.1 connections kept between requests, or one HTTP/2
+//! connection shared by all requests when TLS negotiates it.
+//!
+//! tokentap's own, not hyper-util's legacy client: that client hashes its pool key (SipHash,
+//! byte by byte) twice per request, takes the pool's lock twice, races every checkout against
+//! a connect, and spawns a task per HTTP/1.1 response only to put the connection back when the
+//! body ends. Here the response body itself gives its connection back when the upstream has
+//! sent all of it (`ResponseBody`), and a provider has exactly one pool, so there is no key.
+//!
+//! An idle connection is closed when a request finds it idle for longer than the idle timeout,
+//! or when the provider closes it (providers close idle connections after seconds to minutes);
+//! no timer runs for it.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
+use hyper_rustls::builderstates::WantsSchemes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::OutboundBody;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response from the provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made: TCP, TLS or the HTTP/2 preface failed.
+    #[error("cannot connect")]
+    Connect(#[source] BoxError),
+    /// The exchange on an open connection failed, or the request body did.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// The request's path cannot be put on the provider's base URL.
+    #[error("cannot address the request")]
+    Address(#[from] http::uri::InvalidUriParts),
+}
+
+impl ClientError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Connect(_))
+    }
+}
+
+/// How connections to the provider are opened. Two connector types, not one for both: a
+/// connection's task holds its stream type inline, and the TLS stream is about 1 KiB larger
+/// (RSS at 3,000 streams), which a plain-HTTP upstream (a local model server) would carry
+/// unused.
+enum Connector {
+    Plain(HttpConnector),
+    Tls(HttpsConnector<HttpConnector>),
+}
+
+/// An HTTP/1.1 connection between two requests.
+struct Idle {
+    sender: http1::SendRequest<OutboundBody>,
+    since: Instant,
+}
+
+/// HTTP/1.1 connections not in use, the most recently used last: a request takes the warmest.
+type IdleList = Mutex<VecDeque<Idle>>;
+
+pub struct Pool {
+    connector: Connector,
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL as the connector takes it: only its scheme and authority count.
+    connect_to: Uri,
+    /// The `Host` header of an HTTP/1.1 request that has none, made once.
+    host: HeaderValue,
+    idle: Arc<IdleList>,
+    idle_timeout: Duration,
+    /// The HTTP/2 connection, once TLS has negotiated one.
+    shared: Mutex<Option<http2::SendRequest<OutboundBody>>>,
+}
+
+impl Pool {
+    pub fn new(
+        scheme: Scheme,
+        authority: Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Pool, String> {
+        let tls = HttpsConnectorBuilder::new().with_webpki_roots();
+        Pool::with_tls(scheme, authority, connect_timeout, idle_timeout, tls)
+    }
+
+    /// A pool whose TLS connections trust what `tls` trusts (tests trust their own CA).
+    fn with_tls(
+        scheme: Scheme,
+        authority: Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: HttpsConnectorBuilder<WantsSchemes>,
+    ) -> Result<Pool, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = if scheme == Scheme::HTTPS {
+            // https is allowed: the TLS connector wrapping this one handles it.
+            http.enforce_http(false);
+            let tls = tls.https_only().enable_http1().enable_http2();
+            Connector::Tls(tls.wrap_connector(http))
+        } else if scheme == Scheme::HTTP {
+            Connector::Plain(http)
+        } else {
+            return Err(format!(
+                "has scheme `{scheme}`: only http and https are served"
+            ));
+        };
+        let connect_to = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|err| err.to_string())?;
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::try_from(host).map_err(|err| err.to_string())?;
+        Ok(Pool {
+            connector,
+            scheme,
+            authority,
+            connect_to,
+            host,
+            idle: Arc::default(),
+            idle_timeout,
+            shared: Mutex::new(None),
+        })
+    }
+
+    /// Whether connections are made over TLS.
+    #[cfg(test)]
+    pub fn is_tls(&self) -> bool {
+        matches!(self.connector, Connector::Tls(_))
+    }
+
+    /// Sends `request` (origin-form URI: path and query only) and waits for the response head.
+    /// A request that a pooled connection closed before taking is sent again on another one;
+    /// a request that was sent is never sent twice.
+    pub async fn send(
+        &self,
+        mut request: Request<OutboundBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        if let Some(sender) = self.shared_http2() {
+            return self.send_http2(sender, request).await;
+        }
+        while let Some(mut sender) = self.checkout() {
+            self.prepare_http1(&mut request);
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.reusable(response, sender)),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(err.into_error().into()),
+                },
+            }
+        }
+        // Boxed: the TLS and HTTP/2 handshakes make this future 6.7 KiB, which every request
+        // would otherwise carry (and copy) while it waits for its answer; few requests connect.
+        match Box::pin(self.connect()).await? {
+            Connected::Http1(mut sender) => {
+                self.prepare_http1(&mut request);
+                let response = sender.send_request(request).await?;
+                Ok(self.reusable(response, sender))
+            }
+            Connected::Http2(sender) => {
+                *self.shared.lock() = Some(sender.clone());
+                self.send_http2(sender, request).await
+            }
+        }
+    }
+
+    fn shared_http2(&self) -> Option<http2::SendRequest<OutboundBody>> {
+        let mut shared = self.shared.lock();
+        match &*shared {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn send_http2(
+        &self,
+        mut sender: http2::SendRequest<OutboundBody>,
+        mut request: Request<OutboundBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        // HTTP/2 names the authority in the request itself (`:authority`), not in `Host`.
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        *request.uri_mut() = Uri::from_parts(uri)?;
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        Ok(response.map(|body| ResponseBody {
+            inner: body,
+            reuse: None,
+            ended: false,
+        }))
+    }
+
+    fn prepare_http1(&self, request: &mut Request<OutboundBody>) {
+        // A `Host` among the provider's configured headers stays.
+        request
+            .headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| self.host.clone());
+    }
+
+    /// The most recently idle connection that can take a request now. Connections idle past
+    /// the timeout, or closed by the provider meanwhile, are dropped on the way.
+    fn checkout(&self) -> Option<http1::SendRequest<OutboundBody>> {
+        let mut idle = self.idle.lock();
+        let now = Instant::now();
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) > self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        while let Some(conn) = idle.pop_back() {
+            if conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn reusable(
+        &self,
+        response: Response<Incoming>,
+        sender: http1::SendRequest<OutboundBody>,
+    ) -> Response<ResponseBody> {
+        response.map(|body| ResponseBody {
+            inner: body,
+            reuse: Some(Reuse {
+                sender,
+                idle: Arc::clone(&self.idle),
+            }),
+            ended: false,
+        })
+    }
+
+    async fn connect(&self) -> Result<Connected, ClientError> {
+        match &self.connector {
+            Connector::Plain(connector) => {
+                handshake(connector.clone(), self.connect_to.clone()).await
+            }
+            Connector::Tls(connector) => {
+                handshake(connector.clone(), self.connect_to.clone()).await
+            }
+        }
+    }
+}
+
+enum Connected {
+    Http1(http1::SendRequest<OutboundBody>),
+    Http2(http2::SendRequest<OutboundBody>),
+}
+
+/// Opens a connection with `connector` and starts the HTTP/1.1 or HTTP/2 conversation its TLS
+/// negotiated, on a task of its own.
+async fn handshake<C>(mut connector: C, to: Uri) -> Result<Connected, ClientError>
+where
+    C: Service<Uri>,
+    C::Response: Read + Write + Connection + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|err| ClientError::Connect(err.into()))?;
+    let io = connector
+        .call(to)
+        .await
+        .map_err(|err| ClientError::Connect(err.into()))?;
+    if io.connected().is_negotiated_h2() {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|err| ClientError::Connect(err.into()))?;
+        tokio::spawn(connection.map(|ended| {
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+            }
+        }));
+        Ok(Connected::Http2(sender))
+    } else {
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|err| ClientError::Connect(err.into()))?;
+        // `map`, not an `async` block awaiting the connection: the block would hold the
+        // connection twice over (1,352 bytes, not 672) in the task every connection keeps.
+        tokio::spawn(connection.map(|ended| {
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        }));
+        Ok(Connected::Http1(sender))
+    }
+}
+
+/// What gives an HTTP/1.1 connection back to its pool.
+struct Reuse {
+    sender: http1::SendRequest<OutboundBody>,
+    idle: Arc<IdleList>,
+}
+
+/// An upstream response body. Over HTTP/1.1 it holds its connection, and gives it back to the
+/// pool when dropped after the upstream sent all of it; a body dropped before its end closes
+/// the connection with it, as the rest of that answer would otherwise come first on it.
+pub struct ResponseBody {
+    inner: Incoming,
+    reuse: Option<Reuse>,
+    /// The upstream said the body is over (a chunked body ends only on the next poll).
+    ended: bool,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() {
+            self.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let Some(reuse) = self.reuse.take() else {
+            return;
+        };
+        // Ready: hyper's connection task read the end of the body before this task saw it,
+        // and so already asked for the next request. A connection that is not ready (the
+        // provider answered before the request body was sent, or said `Connection: close`)
+        // is not worth a task waiting for it: it is closed.
+        if self.is_end_stream() && reuse.sender.is_ready() {
+            reuse.idle.lock().push_back(Idle {
+                sender: reuse.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

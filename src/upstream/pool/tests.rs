@@ -1,0 +1,352 @@
+//! The pool against a raw HTTP/1.1 server on loopback that counts its connections and says,
+//! per test, how it answers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::{BodyExt, Either, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// How the test server answers each request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// `200`, a 5-byte body by `Content-Length`, connection kept.
+    KeepAlive,
+    /// The same in chunked encoding.
+    Chunked,
+    /// The same, then the connection is closed without a word.
+    ThenHangUp,
+    /// The same with `Connection: close`, and closed.
+    Close,
+}
+
+struct Server {
+    base: Uri,
+    connections: Arc<AtomicUsize>,
+    /// Each request's head as received.
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+async fn server(answer: Answer) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: Uri = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (count, seen) = (connections.clone(), heads.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: a head, no body (the tests send none).
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    seen.lock().push(String::from_utf8(head).unwrap());
+                    let response: &[u8] = match answer {
+                        Answer::KeepAlive | Answer::ThenHangUp => {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+                        }
+                        Answer::Chunked => {
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                        }
+                        Answer::Close => {
+                            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"
+                        }
+                    };
+                    if socket.write_all(response).await.is_err() {
+                        return;
+                    }
+                    if matches!(answer, Answer::ThenHangUp | Answer::Close) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Server {
+        base,
+        connections,
+        heads,
+    }
+}
+
+fn pool_for(base: &Uri) -> Pool {
+    Pool::new(
+        base.scheme().unwrap().clone(),
+        base.authority().unwrap().clone(),
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+    )
+    .unwrap()
+}
+
+fn get(path: &str) -> Request<OutboundBody> {
+    Request::get(path)
+        .body(Either::Left(Full::new(Bytes::new())))
+        .unwrap()
+}
+
+/// Sends a request and reads its body to the end, as the meter does.
+async fn exchange(pool: &Pool, request: Request<OutboundBody>) -> String {
+    let response = pool.send(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn requests_one_after_another_share_one_connection() {
+    for answer in [Answer::KeepAlive, Answer::Chunked] {
+        let server = server(answer).await;
+        let pool = pool_for(&server.base);
+        for _ in 0..5 {
+            assert_eq!(exchange(&pool, get("/v1/models")).await, "hello");
+        }
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
+    let server = server(Answer::Chunked).await;
+    let pool = pool_for(&server.base);
+    let response = pool.send(get("/a")).await.unwrap();
+    drop(response);
+    assert_eq!(exchange(&pool, get("/b")).await, "hello");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_provider_closed_is_not_used_again() {
+    for answer in [Answer::Close, Answer::ThenHangUp] {
+        let server = server(answer).await;
+        let pool = pool_for(&server.base);
+        assert_eq!(exchange(&pool, get("/a")).await, "hello");
+        // Let the hang-up reach the connection's task, as it does between real requests.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(exchange(&pool, get("/b")).await, "hello");
+        assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_get_connections_of_their_own() {
+    let server = server(Answer::KeepAlive).await;
+    let pool = pool_for(&server.base);
+    let first = pool.send(get("/a")).await.unwrap();
+    let second = pool.send(get("/b")).await.unwrap();
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    for response in [first, second] {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
+    // Both went back: two more requests at once open nothing new.
+    let (a, b) = tokio::join!(exchange(&pool, get("/c")), exchange(&pool, get("/d")));
+    assert_eq!((a.as_str(), b.as_str()), ("hello", "hello"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_idle_connection_past_its_time_is_closed_not_reused() {
+    let server = server(Answer::KeepAlive).await;
+    let mut pool = pool_for(&server.base);
+    pool.idle_timeout = Duration::from_millis(20);
+    assert_eq!(exchange(&pool, get("/a")).await, "hello");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(exchange(&pool, get("/b")).await, "hello");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_request_goes_in_origin_form_with_the_providers_host() {
+    let server = server(Answer::KeepAlive).await;
+    let pool = pool_for(&server.base);
+    exchange(&pool, get("/v1/models?x=1")).await;
+    let mut configured = get("/v1/models");
+    configured
+        .headers_mut()
+        .insert(header::HOST, HeaderValue::from_static("gateway.internal"));
+    exchange(&pool, configured).await;
+    let heads = server.heads.lock().clone();
+    let host = server.base.authority().unwrap().as_str().to_owned();
+    assert!(
+        heads[0].starts_with("GET /v1/models?x=1 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains(&format!("host: {host}\r\n")),
+        "{}",
+        heads[0]
+    );
+    // A `Host` among the provider's configured headers stays.
+    assert!(
+        heads[1].contains("host: gateway.internal\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert_eq!(heads[1].matches("host:").count(), 1, "{}", heads[1]);
+}
+
+#[test]
+fn the_host_header_names_a_port_only_when_it_is_not_the_schemes() {
+    let host = |base: &str| {
+        let base: Uri = base.parse().unwrap();
+        pool_for(&base).host.to_str().unwrap().to_owned()
+    };
+    assert_eq!(host("http://127.0.0.1:8080"), "127.0.0.1:8080");
+    assert_eq!(host("http://models.internal"), "models.internal");
+    assert_eq!(host("http://models.internal:80"), "models.internal");
+    assert_eq!(host("https://api.openai.com:443"), "api.openai.com");
+    assert_eq!(host("https://gw.example:8443"), "gw.example:8443");
+    assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
+}
+
+#[tokio::test]
+async fn a_provider_that_is_not_listening_is_a_connect_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: Uri = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    drop(listener);
+    let Err(err) = pool_for(&base).send(get("/")).await else {
+        panic!("a request to a closed port got an answer");
+    };
+    assert!(err.is_connect(), "{err:?}");
+}
+
+/// A provider behind TLS on loopback, with a certificate made for this run, that offers
+/// `alpn` and answers "hello" and the request's URI and version.
+struct TlsServer {
+    base: Uri,
+    connections: Arc<AtomicUsize>,
+    client_config: rustls::ClientConfig,
+}
+
+async fn tls_server(alpn: &[u8]) -> TlsServer {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let mut server_config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    server_config.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: Uri = format!("https://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let text = format!("hello {} {:?}", request.uri(), request.version());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    TlsServer {
+        base,
+        connections,
+        client_config,
+    }
+}
+
+fn tls_pool_for(server: &TlsServer) -> Pool {
+    let tls = HttpsConnectorBuilder::new().with_tls_config(server.client_config.clone());
+    Pool::with_tls(
+        Scheme::HTTPS,
+        server.base.authority().unwrap().clone(),
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+        tls,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn http2_over_tls_carries_every_request_on_one_connection() {
+    let server = tls_server(b"h2").await;
+    let pool = tls_pool_for(&server);
+    let authority = server.base.authority().unwrap().as_str();
+    let expected = format!("hello https://{authority}/v1/models?x=1 HTTP/2.0");
+    assert_eq!(exchange(&pool, get("/v1/models?x=1")).await, expected);
+    // At once, and one after another: still the one connection.
+    let (a, b) = tokio::join!(exchange(&pool, get("/a")), exchange(&pool, get("/b")));
+    assert!(
+        a.starts_with("hello https://") && b.ends_with("/b HTTP/2.0"),
+        "{a} / {b}"
+    );
+    assert_eq!(exchange(&pool, get("/c")).await.split(' ').count(), 3);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn http1_over_tls_reuses_its_connection() {
+    let server = tls_server(b"http/1.1").await;
+    let pool = tls_pool_for(&server);
+    for _ in 0..3 {
+        assert_eq!(
+            exchange(&pool, get("/v1/models")).await,
+            "hello /v1/models HTTP/1.1"
+        );
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_the_pool_does_not_trust_is_a_connect_error() {
+    let server = tls_server(b"h2").await;
+    // The pool of a real provider trusts Mozilla's roots, not this run's certificate.
+    let pool = pool_for(&server.base);
+    let Err(err) = pool.send(get("/")).await else {
+        panic!("an untrusted certificate was accepted");
+    };
+    assert!(err.is_connect(), "{err:?}");
+}
