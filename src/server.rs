@@ -6,6 +6,7 @@ mod sniffed;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,19 +243,25 @@ impl Protocols {
         let io = TokioIo::new(Coalesced::new(stream, write_now));
         if http2 {
             // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
-            let conn = watcher.watch(self.http2.serve_connection(io, service));
-            Box::pin(serve_until_cut(conn, peer, cut)).await;
+            Box::pin(async move {
+                let conn = pin!(watcher.watch(self.http2.serve_connection(io, service)));
+                serve_until_cut(conn, peer, &cut).await;
+            })
+            .await;
         } else {
-            let conn = watcher.watch(self.http1.serve_connection(io, service));
-            serve_until_cut(conn, peer, cut).await;
+            // Built in place and pinned where it stands: a connection future passed by value
+            // into an async fn that moves it again is held twice in the task (1,920 bytes
+            // where the connection is 872).
+            let conn = pin!(watcher.watch(self.http1.serve_connection(io, service)));
+            serve_until_cut(conn, peer, &cut).await;
         }
     }
 }
 
 async fn serve_until_cut<E: std::fmt::Display>(
-    conn: impl Future<Output = Result<(), E>>,
+    conn: Pin<&mut impl Future<Output = Result<(), E>>>,
     peer: SocketAddr,
-    cut: CancellationToken,
+    cut: &CancellationToken,
 ) {
     tokio::select! {
         result = conn => {
