@@ -70,7 +70,9 @@ pub fn normalize_text(raw: &RawValue, family: UsageFamily) -> Result<Normalized,
     if !raw.get().starts_with('{') {
         return Err(UsageError::NotAnObject);
     }
-    match serde_json::from_str::<Members>(raw.get()) {
+    let members =
+        Members::scan(raw.get()).map_or_else(|| serde_json::from_str::<Members>(raw.get()), Ok);
+    match members {
         Ok(members) => normalize_members(&members, family),
         Err(_) => match serde_json::from_str::<Map<String, Value>>(raw.get()) {
             Ok(map) => normalize(&map, family),

@@ -303,9 +303,21 @@ fn usage_text() -> impl Strategy<Value = String> {
         Just("[{\"cached_tokens\":1}]".to_owned()),
         Just("\"cached\"".to_owned()),
     ];
+    // Members `normalize` does not read, as providers send them: skipped, whatever they hold.
+    let other = proptest::sample::select(vec![
+        r#""standard""#,
+        r#""a \"quoted\" \\ \u00e9 }""#,
+        r#"{"ephemeral_5m_input_tokens":0,"nested":[1,{"x":"]"}]}"#,
+        "[]",
+        "[[],{}]",
+        "-1.5e3",
+        "false",
+        "{}",
+    ]);
     let member = prop_oneof![
         3 => (proptest::sample::select(TOP_KEYS), member_value()).prop_map(|(k, v)| (k.to_owned(), v)),
         1 => (proptest::sample::select(DETAILS), detail).prop_map(|(k, v)| (k.to_owned(), v)),
+        1 => other.prop_map(|v| ("service_tier".to_owned(), v.to_owned())),
     ];
     // Repeated keys happen: both readings must then keep the last one.
     (proptest::collection::vec(member, 0..9), any::<bool>())
@@ -327,6 +339,101 @@ proptest! {
         prop_assert!(!compacted.get().contains('\n'));
         let again: Map<String, Value> = serde_json::from_str(compacted.get()).expect("still JSON");
         prop_assert_eq!(again, map);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Where the hand reading takes a usage object, it reads what serde reads.
+    #[test]
+    fn scanning_reads_what_serde_reads(text in usage_text()) {
+        if let Some(scanned) = Members::scan(&text) {
+            let by_serde: Members = serde_json::from_str(&text).expect("serde takes what the scan takes");
+            prop_assert_eq!(scanned, by_serde, "{}", text);
+        }
+    }
+
+    /// And it takes every object of plain counts, however its members are ordered and spaced.
+    #[test]
+    fn scanning_takes_plain_counts(text in plain_usage_text()) {
+        let scanned = Members::scan(&text);
+        prop_assert!(scanned.is_some(), "not taken: {}", text);
+        prop_assert_eq!(scanned, serde_json::from_str(&text).ok(), "{}", text);
+    }
+}
+
+/// A usage object of plain counts and members `normalize` does not read, each key once.
+fn plain_usage_text() -> impl Strategy<Value = String> {
+    let count = prop_oneof![
+        4 => (0u64..2_000_000).prop_map(|n| n.to_string()),
+        1 => Just("null".to_owned()),
+        1 => Just("18446744073709551615".to_owned()),
+    ];
+    let detail =
+        proptest::collection::btree_map(proptest::sample::select(DETAIL_KEYS), count.clone(), 0..4)
+            .prop_map(|m| {
+                object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    false,
+                )
+            });
+    let value = prop_oneof![
+        3 => count,
+        1 => detail,
+        1 => Just(r#"{"nested":[1,{"x":"]"}],"s":"a \"b\" }"}"#.to_owned()),
+    ];
+    let keys: Vec<&str> = TOP_KEYS
+        .iter()
+        .chain(DETAILS)
+        .copied()
+        .chain(["service_tier"])
+        .collect();
+    (
+        proptest::collection::btree_map(proptest::sample::select(keys), value, 0..8),
+        any::<bool>(),
+    )
+        .prop_map(|(m, spaced)| {
+            // A details key gets an object, any other a count (or the opaque object).
+            let members = m
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match (DETAILS.contains(&k), v.starts_with('{')) {
+                        (true, false) => "{}".to_owned(),
+                        (false, true) if k != "service_tier" => "0".to_owned(),
+                        _ => v,
+                    };
+                    (k.to_owned(), v)
+                })
+                .collect();
+            object(members, spaced)
+        })
+}
+
+#[test]
+fn scanning_takes_the_usage_objects_providers_send() {
+    for text in [
+        r#"{"completion_tokens":16,"completion_tokens_details":{"accepted_prediction_tokens":0,"audio_tokens":0,"reasoning_tokens":0,"rejected_prediction_tokens":0},"prompt_tokens":12,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":0},"total_tokens":28}"#,
+        "{\n    \"prompt_tokens\": 19,\n    \"completion_tokens\": 10,\n    \"total_tokens\": 29,\n    \"prompt_tokens_details\": {\n      \"cached_tokens\": 0\n    }\n  }",
+        r#"{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard"}"#,
+        r#"{"prompt_tokens":10,"completion_tokens":null,"total_tokens":10}"#,
+        "{}",
+    ] {
+        let scanned = Members::scan(text);
+        assert!(scanned.is_some(), "not taken: {text}");
+        assert_eq!(scanned, serde_json::from_str(text).ok(), "{text}");
+    }
+    // What it leaves to serde.
+    for text in [
+        r#"{"prompt_tokens":"12"}"#,
+        r#"{"prompt_tokens":1.0}"#,
+        r#"{"prompt_tokens":-1}"#,
+        r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+        r#"{"prompt_tokens_details":null}"#,
+        r#"{"prompt_tokens":18446744073709551616}"#,
+        r#"{"prompt\u005ftokens":1}"#,
+    ] {
+        assert_eq!(Members::scan(text), None, "{text}");
     }
 }
 
