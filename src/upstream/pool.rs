@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -87,7 +89,26 @@ pub struct Pool {
     idle: Arc<IdleList>,
     idle_timeout: Duration,
     /// The HTTP/2 connection, once TLS has negotiated one.
-    shared: Mutex<Option<http2::SendRequest<OutboundBody>>>,
+    shared: Mutex<Shared>,
+    /// No request needs to look at `shared`: the provider is plain HTTP, or its TLS
+    /// negotiated HTTP/1.1.
+    http1_only: AtomicBool,
+}
+
+/// Where a TLS provider's HTTP/2 connection stands.
+enum Shared {
+    None,
+    /// A request is making a connection that may be it; its sender is dropped when done.
+    Connecting(watch::Receiver<()>),
+    Open(http2::SendRequest<OutboundBody>),
+}
+
+/// What a request that found no idle connection does (see `Pool::http2_turn`).
+enum Turn {
+    Open(http2::SendRequest<OutboundBody>),
+    Wait(watch::Receiver<()>),
+    Lead(watch::Sender<()>),
+    Alone,
 }
 
 impl Pool {
@@ -136,6 +157,7 @@ impl Pool {
             _ => authority.host().to_owned(),
         };
         let host = HeaderValue::try_from(host).map_err(|err| err.to_string())?;
+        let http1_only = AtomicBool::new(matches!(connector, Connector::Plain(_)));
         Ok(Pool {
             connector,
             scheme,
@@ -144,7 +166,8 @@ impl Pool {
             host,
             idle: Arc::default(),
             idle_timeout,
-            shared: Mutex::new(None),
+            shared: Mutex::new(Shared::None),
+            http1_only,
         })
     }
 
@@ -161,8 +184,11 @@ impl Pool {
         &self,
         mut request: Request<OutboundBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        if let Some(sender) = self.shared_http2() {
-            return self.send_http2(sender, request).await;
+        let http1_only = self.http1_only.load(Ordering::Relaxed);
+        if !http1_only {
+            if let Some(sender) = self.open_http2() {
+                return self.send_http2(sender, request).await;
+            }
         }
         while let Some(mut sender) = self.checkout() {
             self.prepare_http1(&mut request);
@@ -174,30 +200,72 @@ impl Pool {
                 },
             }
         }
+        let mut may_lead = !http1_only;
+        let lead = loop {
+            match self.http2_turn(may_lead) {
+                Turn::Open(sender) => return self.send_http2(sender, request).await,
+                Turn::Wait(mut connecting) => {
+                    // Ends when that connection is made, or failed, or its request gave up.
+                    let _ = connecting.changed().await;
+                    may_lead = false;
+                }
+                Turn::Lead(lead) => break Some(lead),
+                Turn::Alone => break None,
+            }
+        };
         // Boxed: the TLS and HTTP/2 handshakes make this future 6.7 KiB, which every request
         // would otherwise carry (and copy) while it waits for its answer; few requests connect.
+        // On an error `lead` is dropped here, and the requests waiting for it connect alone.
         match Box::pin(self.connect()).await? {
             Connected::Http1(mut sender) => {
+                self.http1_only.store(true, Ordering::Relaxed);
+                drop(lead);
                 self.prepare_http1(&mut request);
                 let response = sender.send_request(request).await?;
                 Ok(self.reusable(response, sender))
             }
             Connected::Http2(sender) => {
-                *self.shared.lock() = Some(sender.clone());
+                self.share(&sender);
+                drop(lead);
                 self.send_http2(sender, request).await
             }
         }
     }
 
-    fn shared_http2(&self) -> Option<http2::SendRequest<OutboundBody>> {
+    fn open_http2(&self) -> Option<http2::SendRequest<OutboundBody>> {
+        match &*self.shared.lock() {
+            Shared::Open(sender) if !sender.is_closed() => Some(sender.clone()),
+            _ => None,
+        }
+    }
+
+    /// What a request that found no idle connection does. The first to find no HTTP/2
+    /// connection makes one and the others wait for it, as TLS may negotiate the HTTP/2
+    /// connection they will all share: a burst of requests at start, or after the provider
+    /// closed its connection, opens one connection, not one each. A request that waited once
+    /// never leads (`may_lead`): if that connection failed or is HTTP/1.1, it connects alone,
+    /// so a provider that cannot be reached fails every waiting request at once, not in turn.
+    fn http2_turn(&self, may_lead: bool) -> Turn {
         let mut shared = self.shared.lock();
         match &*shared {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
-            Some(_) => {
-                *shared = None;
-                None
+            Shared::Open(sender) if !sender.is_closed() => return Turn::Open(sender.clone()),
+            // `has_changed` fails once the connecting request is done or gone.
+            Shared::Connecting(connecting) if may_lead && connecting.has_changed().is_ok() => {
+                return Turn::Wait(connecting.clone());
             }
-            None => None,
+            _ if !may_lead => return Turn::Alone,
+            _ => {}
+        }
+        let (lead, connecting) = watch::channel(());
+        *shared = Shared::Connecting(connecting);
+        Turn::Lead(lead)
+    }
+
+    /// Keeps `sender` as the shared connection, unless another one is open.
+    fn share(&self, sender: &http2::SendRequest<OutboundBody>) {
+        let mut shared = self.shared.lock();
+        if !matches!(&*shared, Shared::Open(open) if !open.is_closed()) {
+            *shared = Shared::Open(sender.clone());
         }
     }
 

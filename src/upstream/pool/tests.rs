@@ -350,3 +350,50 @@ async fn a_certificate_the_pool_does_not_trust_is_a_connect_error() {
     };
     assert!(err.is_connect(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_first_requests_over_http2_opens_one_connection() {
+    let server = tls_server(b"h2").await;
+    let pool = tls_pool_for(&server);
+    let burst = (0..8).map(|i| exchange(&pool, get(&format!("/{i}"))));
+    let answers = futures::future::join_all(burst).await;
+    assert!(
+        answers.iter().all(|a| a.ends_with(" HTTP/2.0")),
+        "{answers:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_first_requests_over_tls_http1_connects_side_by_side() {
+    let server = tls_server(b"http/1.1").await;
+    let pool = tls_pool_for(&server);
+    let burst = (0..4).map(|i| exchange(&pool, get(&format!("/{i}"))));
+    let answers = futures::future::join_all(burst).await;
+    assert!(
+        answers.iter().all(|a| a.ends_with(" HTTP/1.1")),
+        "{answers:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_burst_to_a_tls_provider_that_is_down_fails_every_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+    drop(listener);
+    let pool = Pool::new(
+        Scheme::HTTPS,
+        authority,
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    let burst = (0..4).map(|_| pool.send(get("/")));
+    for result in futures::future::join_all(burst).await {
+        let Err(err) = result else {
+            panic!("a request to a closed port got an answer");
+        };
+        assert!(err.is_connect(), "{err:?}");
+    }
+}
