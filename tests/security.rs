@@ -255,19 +255,58 @@ fn sync_get(addr: &str, path: &str, token: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A child's stdout and stderr, read on threads as it writes them: a chatty child never blocks
+/// on a full pipe, and the test can look at what it has written so far.
+struct ChildOutput {
+    text: Arc<parking_lot::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ChildOutput {
+    fn capture(child: &mut std::process::Child) -> ChildOutput {
+        let text = Arc::new(parking_lot::Mutex::new(String::new()));
+        let pipes: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        let readers = pipes
+            .into_iter()
+            .map(|mut pipe| {
+                let text = text.clone();
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                        text.lock().push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                })
+            })
+            .collect();
+        ChildOutput { text, readers }
+    }
+
+    /// The address logged after `key=` in the line that says `tokentap serving`.
+    fn logged_address(&self, key: &str) -> Option<String> {
+        let text = self.text.lock();
+        let line = text.lines().find(|l| l.contains("tokentap serving"))?;
+        let value = line.split(&format!("{key}=")).nth(1)?;
+        Some(value.split_whitespace().next()?.to_owned())
+    }
+
+    /// Everything the child wrote, once it has exited.
+    fn all(self) -> String {
+        for reader in self.readers {
+            reader.join().unwrap();
+        }
+        self.text.lock().clone()
+    }
 }
 
 #[test]
 fn a_canary_key_never_comes_out_of_any_door() {
     const CANARY: &str = "sk-canary-7f3a9c2e";
-    let (proxy_port, admin_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tokentap"))
+    // Port 0, and the bound addresses read from the log: a port picked free beforehand can be
+    // taken by another test's connection before tokentap binds it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokentap"))
         .args([
             "--demo",
             "--demo-pacing",
@@ -276,27 +315,33 @@ fn a_canary_key_never_comes_out_of_any_door() {
             "trace",
             "--admin-token",
             "adm",
-        ])
-        .args([
             "--listen",
-            &format!("127.0.0.1:{proxy_port}"),
+            "127.0.0.1:0",
             "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let proxy = format!("127.0.0.1:{proxy_port}");
-    let admin = format!("127.0.0.1:{admin_port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&admin).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tokentap did not start"
-        );
+    let output = ChildOutput::capture(&mut child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (proxy, admin) = loop {
+        if let (Some(proxy), Some(admin)) = (
+            output.logged_address("listen"),
+            output.logged_address("admin"),
+        ) {
+            break (proxy, admin);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tokentap exited ({status}): {}", output.all());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tokentap did not start: {}", output.all());
+        }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     // A live-feed subscriber, read at the end.
     let mut feed = TcpStream::connect(&admin).unwrap();
     write!(
@@ -362,9 +407,8 @@ fn a_canary_key_never_comes_out_of_any_door() {
             .unwrap()
             .success()
     );
-    let output = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
+    child.wait().unwrap();
+    let logs = output.all();
     assert!(logs.contains("request"), "trace logs were written");
     for (door, text) in [
         ("responses and admin API", &doors),
