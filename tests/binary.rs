@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn tokentap() -> Command {
@@ -106,22 +108,64 @@ fn sigterm_drains_and_exits_zero() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The binary, serving on ports of its own choosing (port 0), which it logs and the test reads
+/// back: a port picked free beforehand can be taken by one of the other tests' loopback
+/// connections before the binary binds it. Its JSON log is read on a thread and kept.
+struct Running {
+    child: std::process::Child,
+    proxy: u16,
+    admin: u16,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
-fn wait_for_port(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tokentap did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (serving, addresses) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if event["message"] == "tokentap serving" {
+                    let port = |key: &str| {
+                        let addr: std::net::SocketAddr = event[key].as_str()?.parse().ok()?;
+                        Some(addr.port())
+                    };
+                    let _ = serving.send(port("listen").zip(port("admin")));
+                }
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        let Ok(Some((proxy, admin))) = addresses.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("tokentap did not start: {}", log.lock().unwrap());
+        };
+        Running {
+            child,
+            proxy,
+            admin,
+            log,
+            reader,
+        }
+    }
+
+    /// Waits for the exit; its status and the whole log.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
     }
 }
 
@@ -139,28 +183,11 @@ fn open_stream(port: u16) -> std::net::TcpStream {
     stream
 }
 
-/// `--demo` on the given loopback ports.
-fn demo_args(proxy: u16, admin: u16) -> [String; 5] {
-    [
-        "--demo".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{proxy}"),
-        "--admin-listen".into(),
-        format!("127.0.0.1:{admin}"),
-    ]
-}
-
-/// The binary with `--demo` on the given ports, once it accepts connections.
-fn start_demo(proxy: u16, admin: u16, drain_timeout: &str) -> std::process::Child {
-    let child = tokentap()
-        .args(demo_args(proxy, admin))
-        .args(["--drain-timeout", drain_timeout, "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(proxy);
-    child
+/// The binary with `--demo`, serving.
+fn start_demo(drain_timeout: &str) -> Running {
+    let mut command = tokentap();
+    command.args(["--demo", "--drain-timeout", drain_timeout]);
+    Running::start(command)
 }
 
 fn read_to_end(mut stream: std::net::TcpStream) -> String {
@@ -210,11 +237,11 @@ fn admin_get(admin: u16, path: &str) -> String {
 
 #[test]
 fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
-    let (proxy, admin) = (free_port(), free_port());
-    let child = start_demo(proxy, admin, "20s");
+    let running = start_demo("20s");
+    let (proxy, admin) = (running.proxy, running.admin);
     let streams: Vec<_> = (0..100).map(|_| open_stream(proxy)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    sigterm(child.id());
+    sigterm(running.child.id());
     std::thread::sleep(Duration::from_millis(100));
     // Draining: not ready, but still alive.
     let answer = admin_get(admin, "/readyz");
@@ -231,14 +258,14 @@ fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
             &body[body.len().saturating_sub(200)..]
         );
     }
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    let (status, _) = running.wait();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
-    let (proxy, admin) = (free_port(), free_port());
-    let mut child = start_demo(proxy, admin, "10m");
+    let mut running = start_demo("10m");
+    let proxy = running.proxy;
     // A stream long enough to hold the drain open for minutes.
     let body = r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":100000,"messages":[]}"#;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();
@@ -248,17 +275,17 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let pid = child.id();
+    let pid = running.child.id();
     sigterm(pid);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        running.child.try_wait().unwrap().is_none(),
         "the first SIGTERM drains"
     );
     sigterm(pid);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = running.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -275,16 +302,10 @@ fn a_second_sigterm_ends_the_drain_at_once() {
 /// recorder must all still make progress on it, and SIGTERM still drains.
 #[test]
 fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
-    let (proxy, admin) = (free_port(), free_port());
-    let child = Command::new("taskset")
-        .args(["-c", "0", env!("CARGO_BIN_EXE_tokentap")])
-        .args(demo_args(proxy, admin))
-        .args(["--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("taskset (util-linux) runs tokentap");
-    wait_for_port(proxy);
+    let mut command = Command::new("taskset");
+    command.args(["-c", "0", env!("CARGO_BIN_EXE_tokentap"), "--demo"]);
+    let running = Running::start(command);
+    let (proxy, admin) = (running.proxy, running.admin);
     let streams: Vec<_> = (0..20).map(|_| open_stream(proxy)).collect();
     let handles: Vec<_> = streams
         .into_iter()
@@ -302,9 +323,8 @@ fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    sigterm(child.id());
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&output.stderr);
+    sigterm(running.child.id());
+    let (status, log) = running.wait();
+    assert_eq!(status.code(), Some(0));
     assert!(log.contains("\"workers\":1"), "{log}");
 }
