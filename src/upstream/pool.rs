@@ -7,15 +7,14 @@
 //! body ends. Here the response body itself gives its connection back when the upstream has
 //! sent all of it (`ResponseBody`), and a provider has exactly one pool, so there is no key.
 //!
-//! An idle connection is closed when a request finds it idle for longer than the idle timeout,
-//! or when the provider closes it (providers close idle connections after seconds to minutes);
-//! no timer runs for it.
+//! An idle connection is closed once it has been idle for longer than the idle timeout: by the
+//! request that finds it so, or by a sweep every half timeout, or when the provider closes it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -78,6 +77,33 @@ struct Idle {
 /// HTTP/1.1 connections not in use, the most recently used last: a request takes the warmest.
 type IdleList = Mutex<VecDeque<Idle>>;
 
+/// Drops the connections idle for longer than `timeout` (the oldest are first), which closes
+/// them.
+fn close_expired(idle: &mut VecDeque<Idle>, timeout: Duration) {
+    let now = Instant::now();
+    while idle
+        .front()
+        .is_some_and(|oldest| now.duration_since(oldest.since) > timeout)
+    {
+        idle.pop_front();
+    }
+}
+
+/// Closes expired idle connections while no request comes to find them: after a burst, the
+/// thousands of connections it opened (each with its read buffer) are let go within a timeout
+/// and a half. Ends with the pool.
+async fn sweep(idle: Weak<IdleList>, timeout: Duration) {
+    let mut ticks = tokio::time::interval(timeout / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        close_expired(&mut idle.lock(), timeout);
+    }
+}
+
 pub struct Pool {
     connector: Connector,
     scheme: Scheme,
@@ -88,6 +114,8 @@ pub struct Pool {
     host: HeaderValue,
     idle: Arc<IdleList>,
     idle_timeout: Duration,
+    /// The idle list's sweeper is running (started with the first HTTP/1.1 connection).
+    sweeping: AtomicBool,
     /// The HTTP/2 connection, once TLS has negotiated one.
     shared: Mutex<Shared>,
     /// No request needs to look at `shared`: the provider is plain HTTP, or its TLS
@@ -166,6 +194,7 @@ impl Pool {
             host,
             idle: Arc::default(),
             idle_timeout,
+            sweeping: AtomicBool::new(false),
             shared: Mutex::new(Shared::None),
             http1_only,
         })
@@ -219,6 +248,9 @@ impl Pool {
         match Box::pin(self.connect()).await? {
             Connected::Http1(mut sender) => {
                 self.http1_only.store(true, Ordering::Relaxed);
+                if !self.sweeping.swap(true, Ordering::Relaxed) {
+                    tokio::spawn(sweep(Arc::downgrade(&self.idle), self.idle_timeout));
+                }
                 drop(lead);
                 self.prepare_http1(&mut request);
                 let response = sender.send_request(request).await?;
@@ -300,13 +332,7 @@ impl Pool {
     /// the timeout, or closed by the provider meanwhile, are dropped on the way.
     fn checkout(&self) -> Option<http1::SendRequest<OutboundBody>> {
         let mut idle = self.idle.lock();
-        let now = Instant::now();
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) > self.idle_timeout)
-        {
-            idle.pop_front();
-        }
+        close_expired(&mut idle, self.idle_timeout);
         while let Some(conn) = idle.pop_back() {
             if conn.sender.is_ready() {
                 return Some(conn.sender);

@@ -25,6 +25,8 @@ enum Answer {
 struct Server {
     base: Uri,
     connections: Arc<AtomicUsize>,
+    /// Connections that have ended (the client closed, or the server did).
+    closed: Arc<AtomicUsize>,
     /// Each request's head as received.
     heads: Arc<Mutex<Vec<String>>>,
 }
@@ -35,14 +37,16 @@ async fn server(answer: Answer) -> Server {
         .parse()
         .unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let heads = Arc::new(Mutex::new(Vec::new()));
-    let (count, seen) = (connections.clone(), heads.clone());
+    let (count, ended, seen) = (connections.clone(), closed.clone(), heads.clone());
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
             count.fetch_add(1, Ordering::SeqCst);
             let seen = seen.clone();
-            tokio::spawn(async move {
+            let ended = ended.clone();
+            let conversation = async move {
                 let mut buf = Vec::new();
                 loop {
                     // One request: a head, no body (the tests send none).
@@ -76,12 +80,17 @@ async fn server(answer: Answer) -> Server {
                         return;
                     }
                 }
+            };
+            tokio::spawn(async move {
+                conversation.await;
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
     Server {
         base,
         connections,
+        closed,
         heads,
     }
 }
@@ -170,6 +179,20 @@ async fn an_idle_connection_past_its_time_is_closed_not_reused() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(exchange(&pool, get("/b")).await, "hello");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_idle_connection_past_its_time_is_closed_with_no_request_to_find_it() {
+    let server = server(Answer::KeepAlive).await;
+    let mut pool = pool_for(&server.base);
+    pool.idle_timeout = Duration::from_millis(40);
+    assert_eq!(exchange(&pool, get("/a")).await, "hello");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.closed.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pool.idle.lock().is_empty());
 }
 
 #[tokio::test]
