@@ -1,6 +1,7 @@
 //! The upstream side: a provider, its connections (HTTP/1.1, and HTTP/2 where TLS negotiates
 //! it; see `pool`), and the path a client's request goes to.
 
+mod connect;
 mod pool;
 
 use std::future::Future;

@@ -11,7 +11,6 @@
 //! request that finds it so, or by a sweep every half timeout, or when the provider closes it.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,25 +18,21 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper::rt::{Read, Write};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_rustls::builderstates::WantsSchemes;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower_service::Service;
 
 use super::OutboundBody;
+use super::connect::{Connected, Connector};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request got no response from the provider.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +52,6 @@ impl ClientError {
     pub fn is_connect(&self) -> bool {
         matches!(self, ClientError::Connect(_))
     }
-}
-
-/// How connections to the provider are opened. Two connector types, not one for both: a
-/// connection's task holds its stream type inline, and the TLS stream is about 1 KiB larger
-/// (RSS at 3,000 streams), which a plain-HTTP upstream (a local model server) would carry
-/// unused.
-enum Connector {
-    Plain(HttpConnector),
-    Tls(HttpsConnector<HttpConnector>),
 }
 
 /// An HTTP/1.1 connection between two requests.
@@ -158,21 +144,7 @@ impl Pool {
         idle_timeout: Duration,
         tls: HttpsConnectorBuilder<WantsSchemes>,
     ) -> Result<Pool, String> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let connector = if scheme == Scheme::HTTPS {
-            // https is allowed: the TLS connector wrapping this one handles it.
-            http.enforce_http(false);
-            let tls = tls.https_only().enable_http1().enable_http2();
-            Connector::Tls(tls.wrap_connector(http))
-        } else if scheme == Scheme::HTTP {
-            Connector::Plain(http)
-        } else {
-            return Err(format!(
-                "has scheme `{scheme}`: only http and https are served"
-            ));
-        };
+        let connector = Connector::new(&scheme, connect_timeout, tls)?;
         let connect_to = Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
@@ -185,7 +157,7 @@ impl Pool {
             _ => authority.host().to_owned(),
         };
         let host = HeaderValue::try_from(host).map_err(|err| err.to_string())?;
-        let http1_only = AtomicBool::new(matches!(connector, Connector::Plain(_)));
+        let http1_only = AtomicBool::new(!connector.is_tls());
         Ok(Pool {
             connector,
             scheme,
@@ -203,7 +175,7 @@ impl Pool {
     /// Whether connections are made over TLS.
     #[cfg(test)]
     pub fn is_tls(&self) -> bool {
-        matches!(self.connector, Connector::Tls(_))
+        self.connector.is_tls()
     }
 
     /// Sends `request` (origin-form URI: path and query only) and waits for the response head.
@@ -245,7 +217,7 @@ impl Pool {
         // Boxed: the TLS and HTTP/2 handshakes make this future 6.7 KiB, which every request
         // would otherwise carry (and copy) while it waits for its answer; few requests connect.
         // On an error `lead` is dropped here, and the requests waiting for it connect alone.
-        match Box::pin(self.connect()).await? {
+        match Box::pin(self.connector.connect(self.connect_to.clone())).await? {
             Connected::Http1(mut sender) => {
                 self.http1_only.store(true, Ordering::Relaxed);
                 if !self.sweeping.swap(true, Ordering::Relaxed) {
@@ -354,64 +326,6 @@ impl Pool {
             }),
             ended: false,
         })
-    }
-
-    async fn connect(&self) -> Result<Connected, ClientError> {
-        match &self.connector {
-            Connector::Plain(connector) => {
-                handshake(connector.clone(), self.connect_to.clone()).await
-            }
-            Connector::Tls(connector) => {
-                handshake(connector.clone(), self.connect_to.clone()).await
-            }
-        }
-    }
-}
-
-enum Connected {
-    Http1(http1::SendRequest<OutboundBody>),
-    Http2(http2::SendRequest<OutboundBody>),
-}
-
-/// Opens a connection with `connector` and starts the HTTP/1.1 or HTTP/2 conversation its TLS
-/// negotiated, on a task of its own.
-async fn handshake<C>(mut connector: C, to: Uri) -> Result<Connected, ClientError>
-where
-    C: Service<Uri>,
-    C::Response: Read + Write + Connection + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    poll_fn(|cx| connector.poll_ready(cx))
-        .await
-        .map_err(|err| ClientError::Connect(err.into()))?;
-    let io = connector
-        .call(to)
-        .await
-        .map_err(|err| ClientError::Connect(err.into()))?;
-    if io.connected().is_negotiated_h2() {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|err| ClientError::Connect(err.into()))?;
-        tokio::spawn(connection.map(|ended| {
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
-            }
-        }));
-        Ok(Connected::Http2(sender))
-    } else {
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(|err| ClientError::Connect(err.into()))?;
-        // `map`, not an `async` block awaiting the connection: the block would hold the
-        // connection twice over (1,352 bytes, not 672) in the task every connection keeps.
-        tokio::spawn(connection.map(|ended| {
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "upstream connection ended");
-            }
-        }));
-        Ok(Connected::Http1(sender))
     }
 }
 
