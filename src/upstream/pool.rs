@@ -117,6 +117,13 @@ enum Shared {
     Open(http2::SendRequest<OutboundBody>),
 }
 
+/// What became of a request offered to an HTTP/2 connection.
+enum Offered {
+    Answered(Response<ResponseBody>),
+    /// The connection closed before it took the request, which can go on another.
+    Unsent(Request<OutboundBody>, hyper::Error),
+}
+
 /// What a request that found no idle connection does (see `Pool::http2_turn`).
 enum Turn {
     Open(http2::SendRequest<OutboundBody>),
@@ -186,9 +193,19 @@ impl Pool {
         mut request: Request<OutboundBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let http1_only = self.http1_only.load(Ordering::Relaxed);
+        // Offered once to an HTTP/2 connection that closed before taking it.
+        let mut offered = false;
         if !http1_only {
             if let Some(sender) = self.open_http2() {
-                return self.send_http2(sender, request).await;
+                match self.send_http2(sender, request).await? {
+                    Offered::Answered(response) => return Ok(response),
+                    // It closed (a GOAWAY) before taking the request: the request goes on a
+                    // new connection below.
+                    Offered::Unsent(unsent, _) => {
+                        request = unsent;
+                        offered = true;
+                    }
+                }
             }
         }
         while let Some(mut sender) = self.checkout() {
@@ -204,7 +221,15 @@ impl Pool {
         let mut may_lead = !http1_only;
         let lead = loop {
             match self.http2_turn(may_lead) {
-                Turn::Open(sender) => return self.send_http2(sender, request).await,
+                Turn::Open(sender) => match self.send_http2(sender, request).await? {
+                    Offered::Answered(response) => return Ok(response),
+                    // Once more, on what the next turn finds: it sees this one closed.
+                    Offered::Unsent(unsent, _) if !offered => {
+                        request = unsent;
+                        offered = true;
+                    }
+                    Offered::Unsent(_, err) => return Err(err.into()),
+                },
                 Turn::Wait(mut connecting) => {
                     // Ends when that connection is made, or failed, or its request gave up.
                     let _ = connecting.changed().await;
@@ -231,7 +256,10 @@ impl Pool {
             Connected::Http2(sender) => {
                 self.share(&sender);
                 drop(lead);
-                self.send_http2(sender, request).await
+                match self.send_http2(sender, request).await? {
+                    Offered::Answered(response) => Ok(response),
+                    Offered::Unsent(_, err) => Err(err.into()),
+                }
             }
         }
     }
@@ -277,22 +305,34 @@ impl Pool {
         &self,
         mut sender: http2::SendRequest<OutboundBody>,
         mut request: Request<OutboundBody>,
-    ) -> Result<Response<ResponseBody>, ClientError> {
+    ) -> Result<Offered, ClientError> {
         // HTTP/2 names the authority in the request itself (`:authority`), not in `Host`.
-        let mut uri = std::mem::take(request.uri_mut()).into_parts();
-        uri.scheme = Some(self.scheme.clone());
-        uri.authority = Some(self.authority.clone());
-        *request.uri_mut() = Uri::from_parts(uri)?;
-        sender.ready().await?;
-        let response = sender.send_request(request).await?;
-        Ok(response.map(|body| ResponseBody {
-            inner: body,
-            reuse: None,
-            ended: false,
-        }))
+        if request.uri().scheme().is_none() {
+            let mut uri = std::mem::take(request.uri_mut()).into_parts();
+            uri.scheme = Some(self.scheme.clone());
+            uri.authority = Some(self.authority.clone());
+            *request.uri_mut() = Uri::from_parts(uri)?;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(Offered::Answered(response.map(|body| ResponseBody {
+                inner: body,
+                reuse: None,
+                ended: false,
+            }))),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) => Ok(Offered::Unsent(unsent, err.into_error())),
+                None => Err(err.into_error().into()),
+            },
+        }
     }
 
     fn prepare_http1(&self, request: &mut Request<OutboundBody>) {
+        // Origin form, also for a request first offered to an HTTP/2 connection.
+        if request.uri().scheme().is_some() {
+            if let Some(path) = request.uri().path_and_query().cloned() {
+                *request.uri_mut() = Uri::from(path);
+            }
+        }
         // A `Host` among the provider's configured headers stays.
         request
             .headers_mut()

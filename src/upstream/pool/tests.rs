@@ -254,7 +254,8 @@ async fn a_provider_that_is_not_listening_is_a_connect_error() {
 }
 
 /// A provider behind TLS on loopback, with a certificate made for this run, that offers
-/// `alpn` and answers "hello" and the request's URI and version.
+/// `alpn` and answers "hello" and the request's URI and version. Over HTTP/2 with `goaway`, it
+/// closes each connection gracefully once the connection's first request is answered.
 struct TlsServer {
     base: Uri,
     connections: Arc<AtomicUsize>,
@@ -262,6 +263,10 @@ struct TlsServer {
 }
 
 async fn tls_server(alpn: &[u8]) -> TlsServer {
+    tls_server_with(alpn, false).await
+}
+
+async fn tls_server_with(alpn: &[u8], goaway: bool) -> TlsServer {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -297,17 +302,32 @@ async fn tls_server(alpn: &[u8]) -> TlsServer {
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    let text = format!("hello {} {:?}", request.uri(), request.version());
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
-                });
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let service = {
+                    let answered = answered.clone();
+                    service_fn(move |request: Request<Incoming>| {
+                        answered.notify_one();
+                        async move {
+                            let text = format!("hello {} {:?}", request.uri(), request.version());
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from(text),
+                            )))
+                        }
+                    })
+                };
                 let io = TokioIo::new(tls);
                 if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(io, service)
-                    .await;
+                    let executor = hyper_util::rt::TokioExecutor::new();
+                    let conn = hyper::server::conn::http2::Builder::new(executor)
+                        .serve_connection(io, service);
+                    let mut conn = std::pin::pin!(conn);
+                    if goaway {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            () = answered.notified() => conn.as_mut().graceful_shutdown(),
+                        }
+                    }
+                    let _ = conn.await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, service)
@@ -350,6 +370,18 @@ async fn http2_over_tls_carries_every_request_on_one_connection() {
     );
     assert_eq!(exchange(&pool, get("/c")).await.split(' ').count(), 3);
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_shared_http2_connection_the_provider_closed_is_replaced() {
+    let server = tls_server_with(b"h2", true).await;
+    let pool = tls_pool_for(&server);
+    for path in ["/a", "/b", "/c"] {
+        assert!(exchange(&pool, get(path)).await.ends_with(" HTTP/2.0"));
+        // Let the GOAWAY and the close reach the connection's task.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
