@@ -1,7 +1,7 @@
 //! Opening a connection to a provider: TCP, TLS for `https://` (rustls, ALPN offering HTTP/2 and
 //! HTTP/1.1), then the HTTP conversation TLS negotiated, driven by a task of its own.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -91,23 +91,27 @@ where
             .handshake(io)
             .await
             .map_err(|err| ClientError::Connect(err.into()))?;
-        tokio::spawn(connection.map(|ended| {
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
-            }
-        }));
+        drive(connection);
         Ok(Connected::Http2(sender))
     } else {
         let (sender, connection) = http1::handshake(io)
             .await
             .map_err(|err| ClientError::Connect(err.into()))?;
-        // `map`, not an `async` block awaiting the connection: the block would hold the
-        // connection twice over (1,352 bytes, not 672) in the task every connection keeps.
-        tokio::spawn(connection.map(|ended| {
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "upstream connection ended");
-            }
-        }));
+        drive(connection);
         Ok(Connected::Http1(sender))
     }
+}
+
+/// Runs a connection on a task of its own until it ends. `map`, not an `async` block awaiting
+/// the connection: the block would hold it twice over (1,352 bytes, not 672, for HTTP/1.1) in
+/// the task every connection keeps.
+fn drive<C>(connection: C)
+where
+    C: Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    tokio::spawn(connection.map(|ended| {
+        if let Err(err) = ended {
+            tracing::debug!(error = %err, "upstream connection ended");
+        }
+    }));
 }
