@@ -587,3 +587,47 @@ async fn a_streamed_answer_that_arrived_whole_leaves_in_one_write() {
     );
     assert_eq!(usage_of(&proxy.only_record().await)[..3], [5, 3, 8]);
 }
+
+/// The pool behind the meter: an upstream connection goes back for the next request once the
+/// metered body has ended, whether the answer came by length or in chunks, from one client
+/// connection or several.
+#[tokio::test]
+async fn answers_one_after_another_share_one_upstream_connection() {
+    let json_body = r#"{"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+    let events = "data: {\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,\"total_tokens\":3}}\n\ndata: [DONE]\n\n";
+    let fake = FakeUpstream::start().await;
+    fake.script(
+        "json",
+        Scenario::response(200, "application/json", json_body),
+    );
+    fake.script("sse", Scenario::sse_head().chunk(events).end_chunks());
+    let proxy = Proxy::start(&["--upstream", &fake.url()], "").await;
+    for (i, scenario) in ["json", "sse", "json", "sse", "json", "sse"]
+        .iter()
+        .enumerate()
+    {
+        // A new client connection for every other request.
+        let client = if i % 2 == 0 {
+            reqwest::Client::builder().no_proxy().build().unwrap()
+        } else {
+            proxy.client.clone()
+        };
+        let stream = *scenario == "sse";
+        let response = client
+            .post(proxy.url("/v1/chat/completions"))
+            .header("x-fake", *scenario)
+            .json(&json!({"model": "gpt-4o", "stream": stream, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        assert!(body.contains("\"hi\""), "{body}");
+    }
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    let records = proxy.settled_records().await;
+    assert_eq!(records.len(), 6);
+    for record in &records {
+        assert_eq!(usage_of(record)[..3], [2, 1, 3], "{record}");
+    }
+}
