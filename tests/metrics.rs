@@ -222,12 +222,24 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address a starting Prometheus says it listens on (`msg="Listening on"
+/// address=127.0.0.1:PORT`), read from its log; the rest of the log is drained on a thread so
+/// that it never blocks on a full pipe.
+fn listening_address(log: impl std::io::Read + Send + 'static) -> String {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("msg=\"Listening on\"") {
+                if let Some(at) = line.split("address=").nth(1) {
+                    let _ = found.send(at.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(60))
+        .expect("Prometheus said where it listens")
 }
 
 async fn query(client: &reqwest::Client, base: &str, promql: &str) -> Value {
@@ -298,20 +310,22 @@ async fn a_real_prometheus_scrapes_exactly_the_recorded_counts() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus")
+    // Port 0, and the address read back: a port picked free beforehand can be taken by another
+    // test's connection before Prometheus binds it.
+    let mut child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.path().join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.listen-address=127.0.0.1:0")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let log = child.stderr.take().unwrap();
     let _server = Server(child, dir);
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{}", listening_address(log));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let got = loop {
         assert!(
