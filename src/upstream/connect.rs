@@ -2,6 +2,10 @@
 //! HTTP/1.1), then the HTTP conversation TLS negotiated, driven by a task of its own.
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -30,7 +34,8 @@ pub enum Connector {
 /// A connection ready for requests.
 pub enum Connected {
     Http1(http1::SendRequest<OutboundBody>),
-    Http2(http2::SendRequest<OutboundBody>),
+    /// With the number of streams the provider allows open at once, kept current.
+    Http2(http2::SendRequest<OutboundBody>, Arc<AtomicUsize>),
 }
 
 impl Connector {
@@ -91,14 +96,47 @@ where
             .handshake(io)
             .await
             .map_err(|err| ClientError::Connect(err.into()))?;
+        let limit = Arc::new(AtomicUsize::new(connection.current_max_send_streams()));
+        let connection = StreamLimit {
+            connection: Box::pin(connection),
+            limit: limit.clone(),
+        };
         drive(connection);
-        Ok(Connected::Http2(sender))
+        Ok(Connected::Http2(sender, limit))
     } else {
         let (sender, connection) = http1::handshake(io)
             .await
             .map_err(|err| ClientError::Connect(err.into()))?;
         drive(connection);
         Ok(Connected::Http1(sender))
+    }
+}
+
+/// An HTTP/2 connection that publishes, each time it is polled, how many streams the provider
+/// allows open at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`, which may change): hyper tells
+/// only the connection, and the connection lives in its task. Boxed so that it can be read
+/// between polls without unsafe pinning.
+struct StreamLimit<C> {
+    connection: Pin<Box<C>>,
+    limit: Arc<AtomicUsize>,
+}
+
+impl<T, E> Future for StreamLimit<http2::Connection<T, OutboundBody, E>>
+where
+    T: Read + Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ClientConnExec<OutboundBody, T> + Unpin,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        let done = self.connection.as_mut().poll(cx);
+        let limit = self
+            .connection
+            .as_ref()
+            .get_ref()
+            .current_max_send_streams();
+        self.limit.store(limit, Ordering::Relaxed);
+        done
     }
 }
 

@@ -1,5 +1,5 @@
-//! One provider's connections: HTTP/1.1 connections kept between requests, or one HTTP/2
-//! connection shared by all requests when TLS negotiates it.
+//! One provider's connections: HTTP/1.1 connections kept between requests, or, when TLS
+//! negotiates HTTP/2, connections whose streams all requests share.
 //!
 //! tokentap's own, not hyper-util's legacy client: that client hashes its pool key (SipHash,
 //! byte by byte) twice per request, takes the pool's lock twice, races every checkout against
@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -102,19 +102,52 @@ pub struct Pool {
     idle_timeout: Duration,
     /// The idle list's sweeper is running (started with the first HTTP/1.1 connection).
     sweeping: AtomicBool,
-    /// The HTTP/2 connection, once TLS has negotiated one.
+    /// The HTTP/2 connections, once TLS has negotiated them.
     shared: Mutex<Shared>,
     /// No request needs to look at `shared`: the provider is plain HTTP, or its TLS
     /// negotiated HTTP/1.1.
     http1_only: AtomicBool,
 }
 
-/// Where a TLS provider's HTTP/2 connection stands.
-enum Shared {
-    None,
-    /// A request is making a connection that may be it; its sender is dropped when done.
-    Connecting(watch::Receiver<()>),
-    Open(http2::SendRequest<OutboundBody>),
+/// A TLS provider's HTTP/2 connections. A request takes a stream on the first one with a
+/// stream free (the provider's `SETTINGS_MAX_CONCURRENT_STREAMS`); when none has, it opens
+/// another, so requests beyond one connection's limit do not wait for a stream to end.
+#[derive(Default)]
+struct Shared {
+    open: Vec<Http2Connection>,
+    /// A request is making a connection that may be HTTP/2; its sender is dropped when done.
+    connecting: Option<watch::Receiver<()>>,
+}
+
+struct Http2Connection {
+    sender: http2::SendRequest<OutboundBody>,
+    /// Streams the provider allows open at once, as the connection last heard.
+    limit: Arc<AtomicUsize>,
+    /// Streams open on it: taken when a request goes on it, given back when its answer's body
+    /// is dropped (or the request fails).
+    streams: Arc<AtomicUsize>,
+}
+
+/// One stream taken on an HTTP/2 connection, given back when dropped.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// A stream on the first open connection that has one free. Closed connections are
+    /// dropped on the way.
+    fn take_stream(&mut self) -> Option<(http2::SendRequest<OutboundBody>, StreamSlot)> {
+        self.open.retain(|conn| !conn.sender.is_closed());
+        let conn = self.open.iter().find(|conn| {
+            conn.streams.load(Ordering::Relaxed) < conn.limit.load(Ordering::Relaxed)
+        })?;
+        conn.streams.fetch_add(1, Ordering::Relaxed);
+        Some((conn.sender.clone(), StreamSlot(conn.streams.clone())))
+    }
 }
 
 /// What became of a request offered to an HTTP/2 connection.
@@ -126,7 +159,7 @@ enum Offered {
 
 /// What a request that found no idle connection does (see `Pool::http2_turn`).
 enum Turn {
-    Open(http2::SendRequest<OutboundBody>),
+    Open(http2::SendRequest<OutboundBody>, StreamSlot),
     Wait(watch::Receiver<()>),
     Lead(watch::Sender<()>),
     Alone,
@@ -174,7 +207,7 @@ impl Pool {
             idle: Arc::default(),
             idle_timeout,
             sweeping: AtomicBool::new(false),
-            shared: Mutex::new(Shared::None),
+            shared: Mutex::default(),
             http1_only,
         })
     }
@@ -196,8 +229,9 @@ impl Pool {
         // Offered once to an HTTP/2 connection that closed before taking it.
         let mut offered = false;
         if !http1_only {
-            if let Some(sender) = self.open_http2() {
-                match self.send_http2(sender, request).await? {
+            let stream = self.shared.lock().take_stream();
+            if let Some((sender, slot)) = stream {
+                match self.send_http2(sender, slot, request).await? {
                     Offered::Answered(response) => return Ok(response),
                     // It closed (a GOAWAY) before taking the request: the request goes on a
                     // new connection below.
@@ -221,7 +255,7 @@ impl Pool {
         let mut may_lead = !http1_only;
         let lead = loop {
             match self.http2_turn(may_lead) {
-                Turn::Open(sender) => match self.send_http2(sender, request).await? {
+                Turn::Open(sender, slot) => match self.send_http2(sender, slot, request).await? {
                     Offered::Answered(response) => return Ok(response),
                     // Once more, on what the next turn finds: it sees this one closed.
                     Offered::Unsent(unsent, _) if !offered => {
@@ -253,10 +287,10 @@ impl Pool {
                 let response = sender.send_request(request).await?;
                 Ok(self.reusable(response, sender))
             }
-            Connected::Http2(sender) => {
-                self.share(&sender);
+            Connected::Http2(sender, limit) => {
+                let slot = self.share(&sender, limit);
                 drop(lead);
-                match self.send_http2(sender, request).await? {
+                match self.send_http2(sender, slot, request).await? {
                     Offered::Answered(response) => Ok(response),
                     Offered::Unsent(_, err) => Err(err.into()),
                 }
@@ -264,46 +298,51 @@ impl Pool {
         }
     }
 
-    fn open_http2(&self) -> Option<http2::SendRequest<OutboundBody>> {
-        match &*self.shared.lock() {
-            Shared::Open(sender) if !sender.is_closed() => Some(sender.clone()),
-            _ => None,
-        }
-    }
-
     /// What a request that found no idle connection does. The first to find no HTTP/2
-    /// connection makes one and the others wait for it, as TLS may negotiate the HTTP/2
-    /// connection they will all share: a burst of requests at start, or after the provider
-    /// closed its connection, opens one connection, not one each. A request that waited once
-    /// never leads (`may_lead`): if that connection failed or is HTTP/1.1, it connects alone,
-    /// so a provider that cannot be reached fails every waiting request at once, not in turn.
+    /// stream free makes a connection and the others wait for it, as TLS may negotiate an
+    /// HTTP/2 connection they can all share: a burst of requests at start, after the provider
+    /// closed its connection, or past a connection's stream limit, opens one connection, not
+    /// one each. A request that waited once never leads (`may_lead`): if that connection
+    /// failed, is HTTP/1.1 or is full already, it connects alone, so a provider that cannot be
+    /// reached fails every waiting request at once, not in turn.
     fn http2_turn(&self, may_lead: bool) -> Turn {
         let mut shared = self.shared.lock();
-        match &*shared {
-            Shared::Open(sender) if !sender.is_closed() => return Turn::Open(sender.clone()),
-            // `has_changed` fails once the connecting request is done or gone.
-            Shared::Connecting(connecting) if may_lead && connecting.has_changed().is_ok() => {
+        if let Some((sender, slot)) = shared.take_stream() {
+            return Turn::Open(sender, slot);
+        }
+        if !may_lead {
+            return Turn::Alone;
+        }
+        // `has_changed` fails once the connecting request is done or gone.
+        if let Some(connecting) = &shared.connecting {
+            if connecting.has_changed().is_ok() {
                 return Turn::Wait(connecting.clone());
             }
-            _ if !may_lead => return Turn::Alone,
-            _ => {}
         }
         let (lead, connecting) = watch::channel(());
-        *shared = Shared::Connecting(connecting);
+        shared.connecting = Some(connecting);
         Turn::Lead(lead)
     }
 
-    /// Keeps `sender` as the shared connection, unless another one is open.
-    fn share(&self, sender: &http2::SendRequest<OutboundBody>) {
-        let mut shared = self.shared.lock();
-        if !matches!(&*shared, Shared::Open(open) if !open.is_closed()) {
-            *shared = Shared::Open(sender.clone());
-        }
+    /// Adds a new HTTP/2 connection to those requests share, with one stream taken on it.
+    fn share(
+        &self,
+        sender: &http2::SendRequest<OutboundBody>,
+        limit: Arc<AtomicUsize>,
+    ) -> StreamSlot {
+        let streams = Arc::new(AtomicUsize::new(1));
+        self.shared.lock().open.push(Http2Connection {
+            sender: sender.clone(),
+            limit,
+            streams: streams.clone(),
+        });
+        StreamSlot(streams)
     }
 
     async fn send_http2(
         &self,
         mut sender: http2::SendRequest<OutboundBody>,
+        slot: StreamSlot,
         mut request: Request<OutboundBody>,
     ) -> Result<Offered, ClientError> {
         // HTTP/2 names the authority in the request itself (`:authority`), not in `Host`.
@@ -316,7 +355,7 @@ impl Pool {
         match sender.try_send_request(request).await {
             Ok(response) => Ok(Offered::Answered(response.map(|body| ResponseBody {
                 inner: body,
-                reuse: None,
+                hold: Some(Hold::Stream(slot)),
                 ended: false,
             }))),
             Err(mut err) => match err.take_message() {
@@ -366,13 +405,21 @@ impl Pool {
     ) -> Response<ResponseBody> {
         response.map(|body| ResponseBody {
             inner: body,
-            reuse: Some(Reuse {
+            hold: Some(Hold::Connection(Reuse {
                 sender,
                 idle: Arc::clone(&self.idle),
-            }),
+            })),
             ended: false,
         })
     }
+}
+
+/// What a response body holds of its connection until it is dropped.
+enum Hold {
+    /// An HTTP/1.1 connection, given back to the pool if the answer was whole.
+    Connection(Reuse),
+    /// A stream of an HTTP/2 connection.
+    Stream(#[expect(dead_code, reason = "held for its drop, which frees the stream")] StreamSlot),
 }
 
 /// What gives an HTTP/1.1 connection back to its pool.
@@ -383,10 +430,11 @@ struct Reuse {
 
 /// An upstream response body. Over HTTP/1.1 it holds its connection, and gives it back to the
 /// pool when dropped after the upstream sent all of it; a body dropped before its end closes
-/// the connection with it, as the rest of that answer would otherwise come first on it.
+/// the connection with it, as the rest of that answer would otherwise come first on it. Over
+/// HTTP/2 it holds its stream's place in the connection's count.
 pub struct ResponseBody {
     inner: Incoming,
-    reuse: Option<Reuse>,
+    hold: Option<Hold>,
     /// The upstream said the body is over (a chunked body ends only on the next poll).
     ended: bool,
 }
@@ -417,7 +465,7 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let Some(reuse) = self.reuse.take() else {
+        let Some(Hold::Connection(reuse)) = self.hold.take() else {
             return;
         };
         // The connection may not be ready yet: on another worker thread, hyper's connection

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http_body::Frame;
 use http_body_util::{BodyExt, Either, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -263,10 +264,12 @@ struct TlsServer {
 }
 
 async fn tls_server(alpn: &[u8]) -> TlsServer {
-    tls_server_with(alpn, false).await
+    tls_server_with(alpn, false, None).await
 }
 
-async fn tls_server_with(alpn: &[u8], goaway: bool) -> TlsServer {
+/// `max_streams`: the HTTP/2 streams a connection allows open at once. A request for `/held`
+/// gets a head and a body that never ends.
+async fn tls_server_with(alpn: &[u8], goaway: bool, max_streams: Option<u32>) -> TlsServer {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -308,10 +311,17 @@ async fn tls_server_with(alpn: &[u8], goaway: bool) -> TlsServer {
                     service_fn(move |request: Request<Incoming>| {
                         answered.notify_one();
                         async move {
-                            let text = format!("hello {} {:?}", request.uri(), request.version());
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from(text),
-                            )))
+                            let body = if request.uri().path() == "/held" {
+                                let never = futures::stream::pending::<
+                                    Result<Frame<Bytes>, std::convert::Infallible>,
+                                >();
+                                http_body_util::StreamBody::new(never).boxed()
+                            } else {
+                                let text =
+                                    format!("hello {} {:?}", request.uri(), request.version());
+                                Full::new(Bytes::from(text)).boxed()
+                            };
+                            Ok::<_, std::convert::Infallible>(Response::new(body))
                         }
                     })
                 };
@@ -319,6 +329,7 @@ async fn tls_server_with(alpn: &[u8], goaway: bool) -> TlsServer {
                 if h2 {
                     let executor = hyper_util::rt::TokioExecutor::new();
                     let conn = hyper::server::conn::http2::Builder::new(executor)
+                        .max_concurrent_streams(max_streams)
                         .serve_connection(io, service);
                     let mut conn = std::pin::pin!(conn);
                     if goaway {
@@ -374,7 +385,7 @@ async fn http2_over_tls_carries_every_request_on_one_connection() {
 
 #[tokio::test]
 async fn a_shared_http2_connection_the_provider_closed_is_replaced() {
-    let server = tls_server_with(b"h2", true).await;
+    let server = tls_server_with(b"h2", true, None).await;
     let pool = tls_pool_for(&server);
     for path in ["/a", "/b", "/c"] {
         assert!(exchange(&pool, get(path)).await.ends_with(" HTTP/2.0"));
@@ -382,6 +393,23 @@ async fn a_shared_http2_connection_the_provider_closed_is_replaced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(server.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn past_a_connections_stream_limit_http2_opens_another_connection() {
+    let server = tls_server_with(b"h2", false, Some(1)).await;
+    let pool = tls_pool_for(&server);
+    // The first answer teaches the pool the limit (SETTINGS); then one stream is held open.
+    assert!(exchange(&pool, get("/a")).await.ends_with(" HTTP/2.0"));
+    let held = pool.send(get("/held")).await.unwrap();
+    // Without a second connection this would wait for the held stream to end.
+    let second = tokio::time::timeout(Duration::from_secs(10), exchange(&pool, get("/b"))).await;
+    assert!(second.expect("answered, not queued").ends_with(" HTTP/2.0"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    // The held stream's end frees its place: the next request opens nothing new.
+    drop(held);
+    assert!(exchange(&pool, get("/c")).await.ends_with(" HTTP/2.0"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
