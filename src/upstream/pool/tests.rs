@@ -436,30 +436,21 @@ async fn a_certificate_the_pool_does_not_trust_is_a_connect_error() {
     assert!(err.is_connect(), "{err:?}");
 }
 
+/// Eight requests at once to a provider no connection is open to yet: over HTTP/2 they share
+/// the one connection the first opens; over HTTP/1.1 each needs its own.
 #[tokio::test]
-async fn a_burst_of_first_requests_over_http2_opens_one_connection() {
-    let server = tls_server(b"h2").await;
-    let pool = tls_pool_for(&server);
-    let burst = (0..8).map(|i| exchange(&pool, get(&format!("/{i}"))));
-    let answers = futures::future::join_all(burst).await;
-    assert!(
-        answers.iter().all(|a| a.ends_with(" HTTP/2.0")),
-        "{answers:?}"
-    );
-    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test]
-async fn a_burst_of_first_requests_over_tls_http1_connects_side_by_side() {
-    let server = tls_server(b"http/1.1").await;
-    let pool = tls_pool_for(&server);
-    let burst = (0..4).map(|i| exchange(&pool, get(&format!("/{i}"))));
-    let answers = futures::future::join_all(burst).await;
-    assert!(
-        answers.iter().all(|a| a.ends_with(" HTTP/1.1")),
-        "{answers:?}"
-    );
-    assert_eq!(server.connections.load(Ordering::SeqCst), 4);
+async fn a_burst_of_first_requests_opens_one_http2_connection_or_one_http1_each() {
+    for (alpn, version, connections) in [
+        (&b"h2"[..], " HTTP/2.0", 1),
+        (&b"http/1.1"[..], " HTTP/1.1", 8),
+    ] {
+        let server = tls_server(alpn).await;
+        let pool = tls_pool_for(&server);
+        let burst = (0..8).map(|i| exchange(&pool, get(&format!("/{i}"))));
+        let answers = futures::future::join_all(burst).await;
+        assert!(answers.iter().all(|a| a.ends_with(version)), "{answers:?}");
+        assert_eq!(server.connections.load(Ordering::SeqCst), connections);
+    }
 }
 
 #[tokio::test]
