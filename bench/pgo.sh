@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds tokentap with profile-guided optimisation (PGO): an instrumented build serves a few
+# seconds of every kind of traffic it meters (OpenAI chat, streamed and not, completions,
+# embeddings, Anthropic messages, the Responses API) from bench_upstream, and the release build
+# is then optimised with that profile (hot paths laid out and inlined as they run).
+#
+#   bench/pgo.sh                 -> target/pgo/tokentap
+#
+# Needs llvm-profdata of the LLVM major version rustc uses (`rustc -vV`): rustup's
+# llvm-tools component, or Debian's llvm-N package (apt-get install llvm-N). Needs oha for the
+# load (bench/run.sh installs it). Takes about 7 minutes on 2 cores. See README "Performance".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+log() { echo "pgo: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+profdata=
+for candidate in \
+    "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" \
+    "/usr/lib/llvm-$llvm_major/bin/llvm-profdata"; do
+    if [[ -x $candidate ]]; then profdata=$candidate; break; fi
+done
+[[ -n $profdata ]] || die "no llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools, or apt-get install llvm-$llvm_major"
+command -v oha >/dev/null || die "oha is needed for the load (cargo install oha --locked)"
+
+WORK=$ROOT/target/pgo-work
+rm -rf "$WORK/profiles"
+mkdir -p "$WORK/profiles"
+
+log "instrumented build (target/pgo-work)"
+# Build scripts are instrumented too and write their own profiles as they run: those go to
+# build-profiles, not into tokentap's.
+RUSTFLAGS="-Cprofile-generate=$WORK/build-profiles" \
+    cargo build --release --bin tokentap --target-dir "$WORK/target"
+cargo build --release --example bench_upstream
+
+pids=()
+stop_all() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; }
+trap stop_all EXIT
+
+target/release/examples/bench_upstream --listen 127.0.0.1:0 >"$WORK/upstream.out" &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening "$WORK/upstream.out" && break; sleep 0.1; done
+upstream=$(sed -n 's/.*listening on //p' "$WORK/upstream.out")
+[[ -n $upstream ]] || die "bench_upstream did not start"
+
+chat='{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hello"}]}'
+stream20='{"model":"gpt-4o-mini","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+stream200='{"model":"gpt-4o-mini","max_tokens":200,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}'
+completion='{"model":"gpt-3.5-turbo-instruct","max_tokens":20,"stream":true,"prompt":"Say hello"}'
+embedding='{"model":"text-embedding-3-small","input":"The quick brown fox jumps over the lazy dog"}'
+messages='{"model":"claude-sonnet-4-5","max_tokens":20,"messages":[{"role":"user","content":"Say hello"}]}'
+messages_stream='{"model":"claude-sonnet-4-5","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+responses='{"model":"gpt-4o-mini","max_output_tokens":20,"stream":true,"input":"Say hello"}'
+
+# Both runtimes: one CPU (the single-threaded one, as the benchmark pins it) and all CPUs.
+for cpus in 0 "0-$(($(nproc) - 1))"; do
+    LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" \
+        taskset -c "$cpus" "$WORK/target/release/tokentap" --upstream "$upstream" \
+        --listen 127.0.0.1:18979 --admin-listen 127.0.0.1:18980 --log-level warn &
+    tokentap=$!
+    for _ in $(seq 50); do curl -fs http://127.0.0.1:18980/readyz >/dev/null && break; sleep 0.1; done
+    log "training on CPUs $cpus"
+    for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
+        "v1/chat/completions:$stream200" "v1/completions:$completion" \
+        "v1/embeddings:$embedding" "v1/messages:$messages" "v1/messages:$messages_stream" \
+        "v1/responses:$responses"; do
+        for concurrency in 1 16 64; do
+            oha --no-tui -z 1s -c "$concurrency" -m POST -T application/json \
+                -d "${load#*:}" "http://127.0.0.1:18979/${load%%:*}" >/dev/null
+        done
+    done
+    curl -fs http://127.0.0.1:18980/metrics >/dev/null
+    # The profile is written as the process exits.
+    kill -TERM "$tokentap"
+    wait "$tokentap" || true
+done
+
+"$profdata" merge -o "$WORK/tokentap.profdata" "$WORK/profiles"
+log "optimised build (target/pgo/tokentap)"
+RUSTFLAGS="-Cprofile-use=$WORK/tokentap.profdata" \
+    cargo build --release --bin tokentap --target-dir "$WORK/target-use"
+mkdir -p target/pgo
+cp "$WORK/target-use/release/tokentap" target/pgo/tokentap
+log "done: target/pgo/tokentap"
