@@ -62,6 +62,8 @@ LITELLM_BIN = os.environ.get("LITELLM_BIN", os.path.join(OUT, "venv/bin/litellm"
 LITELLM_STATUS = os.environ.get("LITELLM_STATUS", "")  # why LiteLLM is missing, from run.sh
 NGINX_STATUS = os.environ.get("NGINX_STATUS", "")
 TOOL_STATUS = os.environ.get("TOOL_STATUS", "")
+# How the tokentap binary was built: bench/run.sh says (a PGO build, or a plain release build).
+TOKENTAP_BUILD = os.environ.get("TOKENTAP_BUILD", "cargo build --release")
 
 # Loopback ports. Change BASE_PORT if they clash with something.
 BASE = int(os.environ.get("BASE_PORT", "18900"))
@@ -780,7 +782,7 @@ def machine_meta(started_at, finished_at, targets):
             if line.startswith("MemTotal:"):
                 mem_total = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     versions = {
-        "tokentap": command_line([TOKENTAP_BIN, "--version"]),
+        "tokentap": command_line([TOKENTAP_BIN, "--version"]) + f" ({TOKENTAP_BUILD})",
         "rustc": command_line(["rustc", "--version"]),
         "load tool": command_line(["oha", "--version"]) if TOOL == "oha" else command_line(["wrk", "-v"]),
         "nginx": command_line(["nginx", "-v"]) if "nginx" in targets else "not run",

@@ -14,7 +14,8 @@
 #   MEM_STREAMS=N         concurrent streams of the memory test (10000 / 500)
 #   TOOL=oha|wrk          force a load tool (oha, installed with cargo if missing; else wrk)
 #   NGINX=0, LITELLM=0    leave nginx or LiteLLM out (no install either)
-#   SKIP_BUILD=1          use the binaries already in target/release
+#   SKIP_BUILD=1          use the binaries already in target/release (and target/pgo)
+#   PGO=0                 measure the plain release build, not the PGO one (bench/pgo.sh)
 #   BASE_PORT=18900       loopback ports BASE_PORT+1 .. BASE_PORT+31 are used
 # Results: bench/RESULTS.md, plus raw data in bench/out/ (gitignored).
 set -euo pipefail
@@ -82,6 +83,30 @@ if [[ $TOOL != oha ]]; then
     TOOL=wrk
 fi
 export TOOL TOOL_STATUS
+
+# --- tokentap's build: profile-guided (bench/pgo.sh), as a release should be built ---------------
+# PGO=0, a load tool other than oha, or no llvm-profdata for rustc's LLVM: the plain build.
+TOKENTAP_BIN=$ROOT/target/release/tokentap
+TOKENTAP_BUILD="cargo build --release"
+if [[ ${PGO:-1} == 1 && $TOOL == oha ]]; then
+    llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+    sysroot_profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
+    if ! [[ -x $sysroot_profdata || -x /usr/lib/llvm-$llvm_major/bin/llvm-profdata ]]; then
+        log "installing llvm-$llvm_major for llvm-profdata (apt-get install -y llvm-$llvm_major)"
+        { as_root apt-get update -qq && as_root apt-get install -y -qq "llvm-$llvm_major"; } \
+            >"$OUT/llvm-install.log" 2>&1 || true
+    fi
+    if [[ ${SKIP_BUILD:-0} == 1 && -x target/pgo/tokentap ]] || bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
+        TOKENTAP_BIN=$ROOT/target/pgo/tokentap
+        TOKENTAP_BUILD="PGO build, bench/pgo.sh"
+    else
+        TOKENTAP_BUILD="cargo build --release; the PGO build failed (see bench/out/pgo.log)"
+        log "$TOKENTAP_BUILD"
+    fi
+elif [[ ${PGO:-1} == 1 ]]; then
+    TOKENTAP_BUILD="cargo build --release; no PGO build without oha"
+fi
+export TOKENTAP_BIN TOKENTAP_BUILD
 
 # --- nginx (Debian) ------------------------------------------------------------------------------
 NGINX_STATUS=
