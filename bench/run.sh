@@ -96,7 +96,14 @@ if [[ ${PGO:-1} == 1 && $TOOL == oha ]]; then
         { as_root apt-get update -qq && as_root apt-get install -y -qq "llvm-$llvm_major"; } \
             >"$OUT/llvm-install.log" 2>&1 || true
     fi
-    if [[ ${SKIP_BUILD:-0} == 1 && -x target/pgo/tokentap ]] || bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
+    if [[ ${SKIP_BUILD:-0} == 1 ]]; then
+        if [[ -x target/pgo/tokentap ]]; then
+            TOKENTAP_BIN=$ROOT/target/pgo/tokentap
+            TOKENTAP_BUILD="PGO build, bench/pgo.sh"
+        else
+            TOKENTAP_BUILD="cargo build --release; SKIP_BUILD=1 and no target/pgo/tokentap"
+        fi
+    elif log "building with PGO (bench/pgo.sh, about 7 minutes)" && bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
         TOKENTAP_BIN=$ROOT/target/pgo/tokentap
         TOKENTAP_BUILD="PGO build, bench/pgo.sh"
     else
