@@ -25,6 +25,7 @@ for candidate in \
 done
 [[ -n $profdata ]] || die "no llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools, or apt-get install llvm-$llvm_major"
 command -v oha >/dev/null || die "oha is needed for the load (cargo install oha --locked)"
+command -v python3 >/dev/null || die "python3 is needed (to pick free ports)"
 
 WORK=$ROOT/target/pgo-work
 rm -rf "$WORK/profiles"
@@ -56,24 +57,34 @@ messages='{"model":"claude-sonnet-4-5","max_tokens":20,"messages":[{"role":"user
 messages_stream='{"model":"claude-sonnet-4-5","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
 responses='{"model":"gpt-4o-mini","max_output_tokens":20,"stream":true,"input":"Say hello"}'
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # Both runtimes: one CPU (the single-threaded one, as the benchmark pins it) and all CPUs.
 for cpus in 0 "0-$(($(nproc) - 1))"; do
+    port=$(free_port)
+    admin=$(free_port)
     LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" \
         taskset -c "$cpus" "$WORK/target/release/tokentap" --upstream "$upstream" \
-        --listen 127.0.0.1:18979 --admin-listen 127.0.0.1:18980 --log-level warn &
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --log-level warn &
     tokentap=$!
-    for _ in $(seq 50); do curl -fs http://127.0.0.1:18980/readyz >/dev/null && break; sleep 0.1; done
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
+    curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null || die "the instrumented tokentap did not start"
     log "training on CPUs $cpus"
     for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
         "v1/chat/completions:$stream200" "v1/completions:$completion" \
         "v1/embeddings:$embedding" "v1/messages:$messages" "v1/messages:$messages_stream" \
         "v1/responses:$responses"; do
         for concurrency in 1 16 64; do
-            oha --no-tui -z 1s -c "$concurrency" -m POST -T application/json \
-                -d "${load#*:}" "http://127.0.0.1:18979/${load%%:*}" >/dev/null
+            answered=$(oha --no-tui -z 1s -c "$concurrency" -m POST -T application/json \
+                -d "${load#*:}" "http://127.0.0.1:$port/${load%%:*}")
+            # Only 200s: a profile of error paths would lay out the wrong code.
+            if ! grep -q '\[200\]' <<<"$answered" || grep -E '\[[0-9]{3}\]' <<<"$answered" | grep -vq '\[200\]'; then
+                die "not every answer to /${load%%:*} was a 200 during training"
+            fi
         done
     done
-    curl -fs http://127.0.0.1:18980/metrics >/dev/null
+    curl -fs "http://127.0.0.1:$admin/metrics" >/dev/null
+    log "records: $(curl -fs "http://127.0.0.1:$admin/api/counts")"
     # The profile is written as the process exits.
     kill -TERM "$tokentap"
     wait "$tokentap" || true
