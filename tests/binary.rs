@@ -328,3 +328,65 @@ fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
     assert_eq!(status.code(), Some(0));
     assert!(log.contains("\"workers\":1"), "{log}");
 }
+
+/// The plain-text log, written to a pipe: no colour codes, and a request's line in the
+/// `name=value` form operators grep for.
+#[test]
+fn a_request_logs_one_plain_text_line_off_a_terminal() {
+    use std::io::Write;
+    let mut child = tokentap()
+        .args([
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "text", "--log-level", "info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let next_line_with = |needle: &str| loop {
+        let line = read.recv_timeout(Duration::from_secs(20)).unwrap();
+        if line.contains(needle) {
+            break line;
+        }
+    };
+    let serving = next_line_with("tokentap serving");
+    let proxy = serving
+        .split(' ')
+        .find_map(|field| field.strip_prefix("listen=127.0.0.1:"))
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no listen address in: {serving}"));
+
+    let body =
+        r#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(read_to_end(stream).starts_with("HTTP/1.1 200"));
+
+    let line = next_line_with(" request id=req_");
+    assert!(!line.contains('\u{1b}'), "colour codes in: {line:?}");
+    for field in [
+        "INFO tokentap::tracker::recorder: request id=req_",
+        " provider=default model=\"gpt-4o-mini\" endpoint=\"chat\" stream=false status=200 outcome=\"ok\" ",
+        " completion_tokens=5 usage_source=Upstream",
+    ] {
+        assert!(line.contains(field), "{field:?} not in {line:?}");
+    }
+    sigterm(child.id());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
