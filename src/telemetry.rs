@@ -9,6 +9,8 @@ use tracing_subscriber::fmt::format;
 
 use crate::cli::LogFormat;
 
+mod json_lines;
+
 /// Installs the global subscriber. Fails only when the filter does not parse.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|err| format!("log_level: `{level}`: {err}"))?;
@@ -22,7 +24,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let result = match format {
         LogFormat::Text if terminal => builder.try_init(),
         LogFormat::Text => builder.fmt_fields(plain_fields()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.event_format(json_lines::JsonLines).try_init(),
     };
     result.map_err(|err| format!("cannot install the logger: {err}"))
 }
