@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds tokentap with profile-guided optimisation (PGO): an instrumented build serves a few
 # seconds of every kind of traffic it meters (OpenAI chat, streamed and not, completions,
-# embeddings, Anthropic messages, the Responses API) from bench_upstream, and the release build
-# is then optimised with that profile (hot paths laid out and inlined as they run).
+# embeddings, Anthropic messages, the Responses API) from bench_upstream, at the default log
+# level, and the release build is then optimised with that profile (hot paths laid out and
+# inlined as they run).
 #
 #   bench/pgo.sh                 -> target/pgo/tokentap
 #
@@ -59,18 +60,22 @@ responses='{"model":"gpt-4o-mini","max_output_tokens":20,"stream":true,"input":"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# Both runtimes: one CPU (the single-threaded one, as the benchmark pins it) and all CPUs.
-for cpus in 0 "0-$(($(nproc) - 1))"; do
+# Both runtimes: one CPU (the single-threaded one, as the benchmark pins it) and all CPUs; at
+# the default log level, which writes a line per request (text, then JSON): code a profile
+# never ran is laid out as cold.
+for run in "0 text" "0-$(($(nproc) - 1)) json"; do
+    read -r cpus log_format <<<"$run"
     port=$(free_port)
     admin=$(free_port)
     LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" \
         taskset -c "$cpus" "$WORK/target/release/tokentap" --upstream "$upstream" \
-        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --log-level warn &
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+        --log-level info --log-format "$log_format" 2>/dev/null &
     tokentap=$!
     pids+=("$tokentap")
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
     curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null || die "the instrumented tokentap did not start"
-    log "training on CPUs $cpus"
+    log "training on CPUs $cpus, $log_format logs"
     for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
         "v1/chat/completions:$stream200" "v1/completions:$completion" \
         "v1/embeddings:$embedding" "v1/messages:$messages" "v1/messages:$messages_stream" \
