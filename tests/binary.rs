@@ -12,6 +12,19 @@ fn tokentap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tokentap"))
 }
 
+/// The binary with `--demo`, on ports it picks (port 0) and logs.
+fn demo_on_ports_of_its_own() -> Command {
+    let mut command = tokentap();
+    command.args([
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    command
+}
+
 #[test]
 fn help_lists_every_option_with_its_default() {
     let out = tokentap().arg("--help").output().unwrap();
@@ -74,16 +87,8 @@ fn a_bad_config_exits_non_zero_with_one_line() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let mut child = tokentap()
-        .args([
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+    let mut child = demo_on_ports_of_its_own()
+        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -334,14 +339,7 @@ fn pinned_to_one_cpu_it_serves_streams_and_the_admin_api() {
 #[test]
 fn a_request_logs_one_plain_text_line_off_a_terminal() {
     use std::io::Write;
-    let mut child = tokentap()
-        .args([
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = demo_on_ports_of_its_own()
         .args(["--log-format", "text", "--log-level", "info"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
