@@ -10,6 +10,7 @@ use tracing_subscriber::fmt::format;
 use crate::cli::LogFormat;
 
 mod json_lines;
+mod timestamp;
 
 /// Installs the global subscriber. Fails only when the filter does not parse.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
@@ -20,6 +21,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal)
+        .with_timer(timestamp::Timestamp)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text if terminal => builder.try_init(),

@@ -8,7 +8,6 @@
 
 use std::fmt::{self, Write};
 
-use time::OffsetDateTime;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -29,19 +28,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut line = String::with_capacity(384);
-        let now = OffsetDateTime::now_utc();
-        let _ = write!(
-            line,
-            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.microsecond(),
-            event.metadata().level(),
-        );
+        line.push_str("{\"timestamp\":\"");
+        super::timestamp::push(&mut line, std::time::SystemTime::now());
+        let _ = write!(line, "\",\"level\":\"{}\"", event.metadata().level());
         event.record(&mut Members { line: &mut line });
         line.push_str(",\"target\":");
         push_string(&mut line, event.metadata().target());
