@@ -8,8 +8,9 @@
 #   bench/pgo.sh                 -> target/pgo/tokentap
 #
 # Needs llvm-profdata of the LLVM major version rustc uses (`rustc -vV`): rustup's
-# llvm-tools component, or Debian's llvm-N package (apt-get install llvm-N). Needs oha for the
-# load (bench/run.sh installs it). Takes about 7 minutes on 2 cores. See README "Performance".
+# llvm-tools component, or Debian's llvm-N package (installed here when run as root). Needs
+# oha for the load (bench/run.sh installs it). Takes about 7 minutes on 2 cores. See README
+# "Performance".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,12 +19,19 @@ log() { echo "pgo: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-profdata=
-for candidate in \
-    "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" \
-    "/usr/lib/llvm-$llvm_major/bin/llvm-profdata"; do
-    if [[ -x $candidate ]]; then profdata=$candidate; break; fi
-done
+find_profdata() {
+    for candidate in \
+        "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" \
+        "/usr/lib/llvm-$llvm_major/bin/llvm-profdata"; do
+        if [[ -x $candidate ]]; then echo "$candidate"; return; fi
+    done
+}
+profdata=$(find_profdata)
+if [[ -z $profdata && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing llvm-$llvm_major for llvm-profdata (apt-get install -y llvm-$llvm_major)"
+    { apt-get update -qq && apt-get install -y -qq "llvm-$llvm_major"; } >/dev/null 2>&1 || true
+    profdata=$(find_profdata)
+fi
 [[ -n $profdata ]] || die "no llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools, or apt-get install llvm-$llvm_major"
 command -v oha >/dev/null || die "oha is needed for the load (cargo install oha --locked)"
 command -v python3 >/dev/null || die "python3 is needed (to pick free ports)"

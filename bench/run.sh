@@ -89,13 +89,6 @@ export TOOL TOOL_STATUS
 TOKENTAP_BIN=$ROOT/target/release/tokentap
 TOKENTAP_BUILD="cargo build --release"
 if [[ ${PGO:-1} == 1 && $TOOL == oha ]]; then
-    llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-    sysroot_profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
-    if ! [[ -x $sysroot_profdata || -x /usr/lib/llvm-$llvm_major/bin/llvm-profdata ]]; then
-        log "installing llvm-$llvm_major for llvm-profdata (apt-get install -y llvm-$llvm_major)"
-        { as_root apt-get update -qq && as_root apt-get install -y -qq "llvm-$llvm_major"; } \
-            >"$OUT/llvm-install.log" 2>&1 || true
-    fi
     if [[ ${SKIP_BUILD:-0} == 1 ]]; then
         if [[ -x target/pgo/tokentap ]]; then
             TOKENTAP_BIN=$ROOT/target/pgo/tokentap
