@@ -82,13 +82,40 @@ impl Template {
         if !fits {
             return false;
         }
-        match json_string_at(data, self.prefix.len()) {
-            Some((text, close)) if close == data.len() - self.suffix.len() => {
+        match json_string_at(data, p) {
+            Some((text, close)) if close == data.len() - s => {
                 m.push_text(&text, now);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Takes the event block at the start of `rest` when it is one `data:` line this template
+    /// fits followed by a blank line: records its text and returns the block's length. The
+    /// parser then never scans the line for its end (`sse::EventSink::take_block`). `None`,
+    /// with nothing recorded, for anything else.
+    pub fn take_block(&self, m: &mut Measurement, rest: &[u8], now: Instant) -> Option<usize> {
+        if !self.event.is_empty() {
+            return None;
+        }
+        let after_field = rest.strip_prefix(b"data:")?;
+        let data = after_field.strip_prefix(b" ").unwrap_or(after_field);
+        let p = self.prefix.len();
+        if data.len() < p || !same(&data[..p], &self.prefix) {
+            return None;
+        }
+        let (text, close) = json_string_at(data, p)?;
+        let end = close + self.suffix.len();
+        if data.get(close..end)? != self.suffix.as_slice() || data.get(end..end + 2)? != b"\n\n" {
+            return None;
+        }
+        // A raw line break (invalid inside a JSON string) would have ended the line there.
+        if has_line_break(&data[p..close]) {
+            return None;
+        }
+        m.push_text(&text, now);
+        Some(rest.len() - data.len() + end + 2)
     }
 }
 
@@ -305,11 +332,33 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[skip..]
 }
 
+/// Strings up to this long are scanned a byte at a time: a content delta is a token or two, and
+/// memchr's vector set-up cost about 70 instructions a call on them (callgrind).
+const SHORT: usize = 16;
+
+/// Index of the first `"` or `\` in `body`.
+fn quote_or_backslash(body: &[u8]) -> Option<usize> {
+    let head = &body[..body.len().min(SHORT)];
+    if let Some(i) = head.iter().position(|&b| b == b'"' || b == b'\\') {
+        return Some(i);
+    }
+    let tail = body.get(SHORT..)?;
+    memchr::memchr2(b'"', b'\\', tail).map(|i| SHORT + i)
+}
+
+fn has_line_break(text: &[u8]) -> bool {
+    if text.len() <= SHORT {
+        text.iter().any(|&b| b == b'\n' || b == b'\r')
+    } else {
+        memchr::memchr2(b'\n', b'\r', text).is_some()
+    }
+}
+
 /// Reads the JSON string whose body starts at `start` (just past its opening quote), and the
 /// index of its closing quote.
 fn json_string_at(data: &[u8], start: usize) -> Option<(std::borrow::Cow<'_, str>, usize)> {
     let body = &data[start..];
-    let end = memchr::memchr2(b'"', b'\\', body)?;
+    let end = quote_or_backslash(body)?;
     if body[end] == b'"' {
         return std::str::from_utf8(&body[..end])
             .ok()
@@ -471,6 +520,58 @@ mod tests {
             )
             .0
         );
+    }
+
+    #[test]
+    fn a_template_takes_a_whole_block_only_when_the_parser_would_give_it_the_same_event() {
+        let now = Instant::now();
+        let first = br#"{"id":"c","choices":[{"delta":{"content":"Hel"}}],"usage":null}"#;
+        let (open, close) = (first.len() - 21, first.len() - 18);
+        assert_eq!(&first[open..close], b"Hel");
+        let template = Template::learn(b"", first, open, close);
+        let take = |rest: &[u8]| {
+            let mut m = Measurement::default();
+            let len = template.take_block(&mut m, rest, now);
+            (len, m.text)
+        };
+        let fits = br#"data: {"id":"c","choices":[{"delta":{"content":"lo \"w\""}}],"usage":null}"#;
+        let mut block = fits.to_vec();
+        block.extend_from_slice(b"\n\n");
+        let whole = block.len();
+        block.extend_from_slice(b"data: [DONE]\n\n");
+        assert_eq!(take(&block), (Some(whole), "lo \"w\"".to_owned()));
+        // `data:` without its optional space is the same field.
+        let mut no_space = block.clone();
+        no_space.remove(5);
+        assert_eq!(take(&no_space), (Some(whole - 1), "lo \"w\"".to_owned()));
+        let declined: [&[u8]; 9] = [
+            // The block has not ended yet, or a second `data:` line joins the first.
+            br#"data: {"id":"c","choices":[{"delta":{"content":"x"}}],"usage":null}"#,
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\ndata: 1\n\n",
+            // Trailing blanks, and CRLF line ends: the parser's own path handles them.
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null} \n\n",
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\r\n\r\n",
+            // A raw line break in the string ends the SSE line there.
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\ny\"}}],\"usage\":null}\n\n",
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\ry\"}}],\"usage\":null}\n\n",
+            // A suffix as long as the template's that differs: an error where usage was.
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"error\":\"x!\"}\n\n",
+            // Another field, or another prefix.
+            b"event: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n",
+            b"data: {\"id\":\"d\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n",
+        ];
+        for rest in declined {
+            assert_eq!(
+                take(rest),
+                (None, String::new()),
+                "{}",
+                String::from_utf8_lossy(rest)
+            );
+        }
+        // A named event's template is never offered a bare block.
+        let named = Template::learn(b"delta", first, open, close);
+        let mut m = Measurement::default();
+        assert_eq!(named.take_block(&mut m, &block, now), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::fast::{self, Fast, Template};
 use super::json_scan::TopLevelCapture;
 use super::measurement::{Dialect, Measurement};
 use super::openai_event;
-use super::sse::{SseEvent, SseParser};
+use super::sse::{EventSink, SseEvent, SseParser};
 
 /// Top-level members of a non-streamed body the meter reads.
 const JSON_MEMBERS: &[&str] = &[
@@ -114,10 +114,17 @@ impl Meter {
             ..
         } = self;
         match framing {
-            Framing::Sse(parser) => parser.feed(chunk, &mut |event| {
-                let strip = *strip_usage_chunks;
-                on_event(measurement, *dialect, event, now, strip, cuts, template)
-            }),
+            Framing::Sse(parser) => parser.feed(
+                chunk,
+                &mut Events {
+                    m: measurement,
+                    dialect: *dialect,
+                    now,
+                    strip: *strip_usage_chunks,
+                    cuts,
+                    template,
+                },
+            ),
             Framing::SmallJson(body) if body.len() + chunk.len() <= SMALL_BODY => {
                 if body.is_empty() {
                     body.reserve_exact(chunk.len());
@@ -168,17 +175,13 @@ impl Meter {
         } = self;
         match framing {
             Framing::Sse(mut parser) => {
-                let mut ignored = Vec::new();
-                parser.finish(&mut |event| {
-                    on_event(
-                        &mut measurement,
-                        dialect,
-                        event,
-                        now,
-                        false,
-                        &mut ignored,
-                        &mut template,
-                    )
+                parser.finish(&mut Events {
+                    m: &mut measurement,
+                    dialect,
+                    now,
+                    strip: false,
+                    cuts: &mut Vec::new(),
+                    template: &mut template,
                 });
             }
             Framing::SmallJson(body) => {
@@ -208,15 +211,31 @@ fn observe_members(m: &mut Measurement, dialect: Dialect, capture: TopLevelCaptu
     }
 }
 
-fn on_event(
-    m: &mut Measurement,
+/// The meter's side of the SSE parser: one stream's events, read as they complete.
+struct Events<'a> {
+    m: &'a mut Measurement,
     dialect: Dialect,
-    event: SseEvent<'_>,
     now: Instant,
     strip: bool,
-    cuts: &mut Vec<Range<u64>>,
-    template: &mut Option<Template>,
-) {
+    cuts: &'a mut Vec<Range<u64>>,
+    template: &'a mut Option<Template>,
+}
+
+impl EventSink for Events<'_> {
+    fn event(&mut self, event: SseEvent<'_>) {
+        on_event(self, event);
+    }
+
+    fn take_block(&mut self, rest: &[u8]) -> Option<usize> {
+        let len = self.template.as_ref()?.take_block(self.m, rest, self.now)?;
+        self.m.chunks += 1;
+        Some(len)
+    }
+}
+
+fn on_event(sink: &mut Events<'_>, event: SseEvent<'_>) {
+    let (dialect, now, strip) = (sink.dialect, sink.now, sink.strip);
+    let (m, cuts, template) = (&mut *sink.m, &mut *sink.cuts, &mut *sink.template);
     let data = event.data.trim_ascii();
     if data == b"[DONE]" {
         m.terminal = true;

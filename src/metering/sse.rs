@@ -9,6 +9,26 @@
 
 use memchr::memchr2;
 
+/// Where a parser's events go. A sink may also take whole event blocks itself: at each point
+/// where a new block could begin with nothing pending, it is shown the rest of the chunk first,
+/// and a block it recognises is never scanned line by line. The meter takes content chunks
+/// that fit its template this way (`fast::Template::take_block`).
+pub trait EventSink {
+    fn event(&mut self, event: SseEvent<'_>);
+
+    /// The length of the whole event block (blank line included) at the start of `rest`, when
+    /// the sink has recorded it itself; `None` leaves it to the parser.
+    fn take_block(&mut self, _rest: &[u8]) -> Option<usize> {
+        None
+    }
+}
+
+impl<F: FnMut(SseEvent<'_>)> EventSink for F {
+    fn event(&mut self, event: SseEvent<'_>) {
+        self(event)
+    }
+}
+
 /// One dispatched event. `start..end` are stream offsets of its whole block, blank line included.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SseEvent<'a> {
@@ -47,8 +67,8 @@ impl SseParser {
         self.block_start
     }
 
-    /// Feeds one chunk, calling `on_event` for every event it completes.
-    pub fn feed(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+    /// Feeds one chunk, handing `sink` every event it completes.
+    pub fn feed(&mut self, mut chunk: &[u8], sink: &mut impl EventSink) {
         if chunk.is_empty() {
             return;
         }
@@ -66,26 +86,35 @@ impl SseParser {
                 line_end += 1;
             }
             let line = std::mem::take(&mut self.partial_line);
-            self.line(&line, line_end, on_event);
+            self.line(&line, line_end, sink);
             self.partial_line = line;
             self.partial_line.clear();
         }
-        while let Some(i) = memchr2(b'\n', b'\r', chunk) {
+        loop {
+            if self.past_first_line && self.idle() {
+                if let Some(len) = sink
+                    .take_block(chunk)
+                    .filter(|&len| len > 0 && len <= chunk.len())
+                {
+                    chunk = &chunk[len..];
+                    pos += len as u64;
+                    self.block_start = pos;
+                    continue;
+                }
+            }
+            let Some(i) = memchr2(b'\n', b'\r', chunk) else {
+                break;
+            };
             let terminator = chunk[i];
             // The usual event, `data: ...\n\n` whole in this chunk with nothing pending: its
             // payload is handed over in place, not copied into `data` first.
-            if terminator == b'\n'
-                && chunk.get(i + 1) == Some(&b'\n')
-                && self.partial_line.is_empty()
-                && !self.has_data
-                && self.event.is_empty()
-            {
+            if terminator == b'\n' && chunk.get(i + 1) == Some(&b'\n') && self.idle() {
                 // A line opening with `data:` opens with no byte order mark either, so the
                 // stream's first event takes this path too (it kept a copy buffer per stream).
                 if let Some(value) = chunk[..i].strip_prefix(b"data:") {
                     self.past_first_line = true;
                     let end = pos + i as u64 + 2;
-                    on_event(SseEvent {
+                    sink.event(SseEvent {
                         event: b"",
                         data: value.strip_prefix(b" ").unwrap_or(value),
                         start: self.block_start,
@@ -114,11 +143,11 @@ impl SseParser {
                 }
             }
             if self.partial_line.is_empty() {
-                self.line(&chunk[..i], line_end, on_event);
+                self.line(&chunk[..i], line_end, sink);
             } else {
                 let mut line = std::mem::take(&mut self.partial_line);
                 line.extend_from_slice(&chunk[..i]);
-                self.line(&line, line_end, on_event);
+                self.line(&line, line_end, sink);
                 line.clear();
                 self.partial_line = line;
             }
@@ -128,24 +157,29 @@ impl SseParser {
         self.partial_line.extend_from_slice(chunk);
     }
 
+    /// Nothing of an event is pending: the next line begins a block of its own.
+    fn idle(&self) -> bool {
+        self.partial_line.is_empty() && !self.has_data && self.event.is_empty()
+    }
+
     /// The stream ended. An event left without its closing blank line is still dispatched:
     /// browsers drop it, but a meter must not lose a final usage event to a missing newline.
-    pub fn finish(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    pub fn finish(&mut self, sink: &mut impl EventSink) {
         if !self.partial_line.is_empty() || self.after_cr {
             self.after_cr = false;
             let line = std::mem::take(&mut self.partial_line);
-            self.line(&line, self.offset, on_event);
+            self.line(&line, self.offset, sink);
         }
-        self.dispatch(self.offset, on_event);
+        self.dispatch(self.offset, sink);
     }
 
-    fn line(&mut self, mut line: &[u8], line_end: u64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn line(&mut self, mut line: &[u8], line_end: u64, sink: &mut impl EventSink) {
         if !self.past_first_line {
             self.past_first_line = true;
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
         if line.is_empty() {
-            self.dispatch(line_end, on_event);
+            self.dispatch(line_end, sink);
             return;
         }
         if line[0] == b':' {
@@ -174,9 +208,9 @@ impl SseParser {
         }
     }
 
-    fn dispatch(&mut self, end: u64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn dispatch(&mut self, end: u64, sink: &mut impl EventSink) {
         if self.has_data {
-            on_event(SseEvent {
+            sink.event(SseEvent {
                 event: &self.event,
                 data: &self.data,
                 start: self.block_start,

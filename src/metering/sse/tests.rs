@@ -195,9 +195,12 @@ proptest! {
 fn whole_one_line_events_from_the_first_on_are_handed_over_without_a_copy() {
     let mut parser = SseParser::new();
     let mut seen = Vec::new();
-    parser.feed(b"data: {\"a\":1}\n\ndata: [DONE]\n\n", &mut |e| {
-        seen.push((e.data.to_vec(), e.start, e.end));
-    });
+    parser.feed(
+        b"data: {\"a\":1}\n\ndata: [DONE]\n\n",
+        &mut |e: SseEvent<'_>| {
+            seen.push((e.data.to_vec(), e.start, e.end));
+        },
+    );
     assert_eq!(
         seen,
         [(b"{\"a\":1}".to_vec(), 0, 15), (b"[DONE]".to_vec(), 15, 29)]
@@ -205,8 +208,57 @@ fn whole_one_line_events_from_the_first_on_are_handed_over_without_a_copy() {
     // No byte went through the copy buffers: a stream holds none of them while it lasts.
     assert_eq!(parser.data.capacity() + parser.partial_line.capacity(), 0);
     // The first line is behind: a byte order mark now is an ordinary (unknown) field byte.
-    parser.feed(b"\xEF\xBB\xBFdata: x\n\n", &mut |e| {
+    parser.feed(b"\xEF\xBB\xBFdata: x\n\n", &mut |e: SseEvent<'_>| {
         seen.push((e.data.to_vec(), 0, 0))
     });
     assert_eq!(seen.len(), 2);
+}
+
+/// Takes every block that is exactly one `data: take` line, as the meter's template takes
+/// content chunks, and collects the rest.
+#[derive(Default)]
+struct Taker {
+    taken: usize,
+    events: Vec<Owned>,
+}
+
+impl EventSink for Taker {
+    fn event(&mut self, e: SseEvent<'_>) {
+        self.events.push(Owned {
+            event: String::from_utf8_lossy(e.event).into_owned(),
+            data: String::from_utf8_lossy(e.data).into_owned(),
+            start: e.start,
+            end: e.end,
+        });
+    }
+
+    fn take_block(&mut self, rest: &[u8]) -> Option<usize> {
+        let block = b"data: take\n\n";
+        rest.starts_with(block).then(|| {
+            self.taken += 1;
+            block.len()
+        })
+    }
+}
+
+#[test]
+fn blocks_a_sink_takes_are_skipped_and_the_others_keep_their_offsets() {
+    // Offered only where a block may begin with nothing pending: never on the stream's first
+    // line (a byte order mark may open it), after `event:`, or inside a multi-line `data`.
+    let input: &[u8] = b"data: take\n\n: c\n\ndata: take\n\nevent: e\ndata: take\n\ndata: a\n\ndata: b\ndata: take\n\ndata: take\n\ndata: take\n\n";
+    let mut parser = SseParser::new();
+    let mut sink = Taker::default();
+    parser.feed(input, &mut sink);
+    assert_eq!(parser.settled_offset(), input.len() as u64);
+    parser.finish(&mut sink);
+    assert_eq!(sink.taken, 3);
+    let plain = parse(input);
+    let kept: Vec<Owned> = plain
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| !(e.event.is_empty() && e.data == "take" && *i > 0))
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(plain.len(), kept.len() + 3);
+    assert_eq!(sink.events, kept);
 }
