@@ -3,14 +3,19 @@
 # seconds of every kind of traffic it meters (OpenAI chat, streamed and not, completions,
 # embeddings, Anthropic messages, the Responses API) from bench_upstream, at the default log
 # level, and the release build is then optimised with that profile (hot paths laid out and
-# inlined as they run).
+# inlined as they run). Then BOLT, a post-link optimiser, lays the machine code out again from a
+# second run of the same traffic: hot blocks of every function together, cold ones apart, the
+# functions that call each other side by side. The proxy's path through hyper, tokio and the
+# meter is larger than the instruction cache, and that is what it spares.
 #
-#   bench/pgo.sh                 -> target/pgo/tokentap
+#   bench/pgo.sh                 -> target/pgo/tokentap (and target/pgo/BUILD, what was done)
+#   BOLT=0 bench/pgo.sh          -> PGO only
 #
 # Needs llvm-profdata of the LLVM major version rustc uses (`rustc -vV`): rustup's
-# llvm-tools component, or Debian's llvm-N package (installed here when run as root). Needs
-# oha for the load (bench/run.sh installs it). Takes about 7 minutes on 2 cores. See README
-# "Performance".
+# llvm-tools component, or Debian's llvm-N package; and for BOLT llvm-bolt and merge-fdata of
+# Debian's bolt-N. Both are installed here when run as root; without BOLT the PGO build is
+# kept. Needs oha for the load (bench/run.sh installs it). Takes about 8 minutes on 2 cores.
+# See README "Performance".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +38,11 @@ if [[ -z $profdata && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
     profdata=$(find_profdata)
 fi
 [[ -n $profdata ]] || die "no llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools, or apt-get install llvm-$llvm_major"
+bolt_dir=/usr/lib/llvm-$llvm_major/bin
+if [[ ${BOLT:-1} == 1 && ! -x $bolt_dir/llvm-bolt && $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing bolt-$llvm_major for llvm-bolt (apt-get install -y bolt-$llvm_major)"
+    { apt-get update -qq && apt-get install -y -qq "bolt-$llvm_major"; } >/dev/null 2>&1 || true
+fi
 command -v oha >/dev/null || die "oha is needed for the load (cargo install oha --locked)"
 command -v python3 >/dev/null || die "python3 is needed (to pick free ports)"
 
@@ -68,47 +78,73 @@ responses='{"model":"gpt-4o-mini","max_output_tokens":20,"stream":true,"input":"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# Both runtimes: one CPU (the single-threaded one, as the benchmark pins it) and all CPUs; at
-# the default log level, which writes a line per request (text, then JSON): code a profile
-# never ran is laid out as cold.
-for run in "0 text" "0-$(($(nproc) - 1)) json"; do
-    read -r cpus log_format <<<"$run"
-    port=$(free_port)
-    admin=$(free_port)
-    LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" \
-        taskset -c "$cpus" "$WORK/target/release/tokentap" --upstream "$upstream" \
-        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-        --log-level info --log-format "$log_format" 2>/dev/null &
-    tokentap=$!
-    pids+=("$tokentap")
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
-    curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null || die "the instrumented tokentap did not start"
-    log "training on CPUs $cpus, $log_format logs"
-    for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
-        "v1/chat/completions:$stream200" "v1/completions:$completion" \
-        "v1/embeddings:$embedding" "v1/messages:$messages" "v1/messages:$messages_stream" \
-        "v1/responses:$responses"; do
-        for concurrency in 1 16 64; do
-            answered=$(oha --no-tui -z 1s -c "$concurrency" -m POST -T application/json \
-                -d "${load#*:}" "http://127.0.0.1:$port/${load%%:*}")
-            # Only 200s: a profile of error paths would lay out the wrong code.
-            statuses=$(grep -E '^ *\[[0-9]{3}\] [0-9]+ responses' <<<"$answered" || true)
-            if [[ -z $statuses ]] || grep -vq '\[200\]' <<<"$statuses"; then
-                die "not every answer to /${load%%:*} was a 200 during training"
-            fi
+# Serves the training traffic through the tokentap binary $1 on both runtimes: one CPU (the
+# single-threaded one, as the benchmark pins it) and all CPUs; at the default log level, which
+# writes a line per request (text, then JSON): code a profile never ran is laid out as cold.
+# The binary writes its profile as it exits.
+train() {
+    local binary=$1 run cpus log_format port admin tokentap load concurrency answered statuses
+    for run in "0 text" "0-$(($(nproc) - 1)) json"; do
+        read -r cpus log_format <<<"$run"
+        port=$(free_port)
+        admin=$(free_port)
+        taskset -c "$cpus" "$binary" --upstream "$upstream" \
+            --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+            --log-level info --log-format "$log_format" 2>/dev/null &
+        tokentap=$!
+        pids+=("$tokentap")
+        for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
+        curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null || die "the instrumented tokentap did not start"
+        log "training on CPUs $cpus, $log_format logs"
+        for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
+            "v1/chat/completions:$stream200" "v1/completions:$completion" \
+            "v1/embeddings:$embedding" "v1/messages:$messages" "v1/messages:$messages_stream" \
+            "v1/responses:$responses"; do
+            for concurrency in 1 16 64; do
+                answered=$(oha --no-tui -z 1s -c "$concurrency" -m POST -T application/json \
+                    -d "${load#*:}" "http://127.0.0.1:$port/${load%%:*}")
+                # Only 200s: a profile of error paths would lay out the wrong code.
+                statuses=$(grep -E '^ *\[[0-9]{3}\] [0-9]+ responses' <<<"$answered" || true)
+                if [[ -z $statuses ]] || grep -vq '\[200\]' <<<"$statuses"; then
+                    die "not every answer to /${load%%:*} was a 200 during training"
+                fi
+            done
         done
+        curl -fs "http://127.0.0.1:$admin/metrics" >/dev/null
+        log "records: $(curl -fs "http://127.0.0.1:$admin/api/counts")"
+        kill -TERM "$tokentap"
+        wait "$tokentap" || true
     done
-    curl -fs "http://127.0.0.1:$admin/metrics" >/dev/null
-    log "records: $(curl -fs "http://127.0.0.1:$admin/api/counts")"
-    # The profile is written as the process exits.
-    kill -TERM "$tokentap"
-    wait "$tokentap" || true
-done
+}
+
+LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" train "$WORK/target/release/tokentap"
 
 "$profdata" merge -o "$WORK/tokentap.profdata" "$WORK/profiles"
-log "optimised build (target/pgo/tokentap)"
-RUSTFLAGS="-Cprofile-use=$WORK/tokentap.profdata" \
+log "optimised build (target/pgo-work/target-use)"
+# Relocations kept in the file (not loaded): BOLT needs them to move code.
+RUSTFLAGS="-Cprofile-use=$WORK/tokentap.profdata -Clink-arg=-Wl,--emit-relocs" \
     cargo build --release --bin tokentap --target-dir "$WORK/target-use"
+optimised=$WORK/target-use/release/tokentap
 mkdir -p target/pgo
-cp "$WORK/target-use/release/tokentap" target/pgo/tokentap
-log "done: target/pgo/tokentap"
+
+if [[ ${BOLT:-1} == 1 && -x $bolt_dir/llvm-bolt && -x $bolt_dir/merge-fdata ]]; then
+    log "BOLT: instrumented copy"
+    rm -rf "$WORK/bolt"
+    mkdir -p "$WORK/bolt"
+    "$bolt_dir/llvm-bolt" "$optimised" -o "$WORK/bolt/instrumented" -instrument \
+        -instrumentation-file="$WORK/bolt/profile" -instrumentation-file-append-pid \
+        >"$WORK/bolt/instrument.log" 2>&1 || die "llvm-bolt -instrument failed: $WORK/bolt/instrument.log"
+    train "$WORK/bolt/instrumented"
+    "$bolt_dir/merge-fdata" "$WORK"/bolt/profile.*.fdata >"$WORK/bolt/profile.fdata" 2>/dev/null
+    log "BOLT: laying the code out (target/pgo/tokentap)"
+    "$bolt_dir/llvm-bolt" "$optimised" -o target/pgo/tokentap -data="$WORK/bolt/profile.fdata" \
+        -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
+        -split-eh -dyno-stats >"$WORK/bolt/optimise.log" 2>&1 \
+        || die "llvm-bolt failed: $WORK/bolt/optimise.log"
+    echo "PGO and BOLT build, bench/pgo.sh" >target/pgo/BUILD
+else
+    [[ ${BOLT:-1} == 1 ]] && log "no llvm-bolt and merge-fdata in $bolt_dir (bolt-$llvm_major): PGO only"
+    cp "$optimised" target/pgo/tokentap
+    echo "PGO build, bench/pgo.sh" >target/pgo/BUILD
+fi
+log "done: target/pgo/tokentap ($(cat target/pgo/BUILD))"

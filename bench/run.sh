@@ -86,19 +86,20 @@ export TOOL TOOL_STATUS
 
 # --- tokentap's build: profile-guided (bench/pgo.sh), as a release should be built ---------------
 # PGO=0, a load tool other than oha, or no llvm-profdata for rustc's LLVM: the plain build.
+# bench/pgo.sh adds BOLT's layout when it can (BOLT=0: not); target/pgo/BUILD says which.
 TOKENTAP_BIN=$ROOT/target/release/tokentap
 TOKENTAP_BUILD="cargo build --release"
 if [[ ${PGO:-1} == 1 && $TOOL == oha ]]; then
     if [[ ${SKIP_BUILD:-0} == 1 ]]; then
         if [[ -x target/pgo/tokentap ]]; then
             TOKENTAP_BIN=$ROOT/target/pgo/tokentap
-            TOKENTAP_BUILD="PGO build, bench/pgo.sh"
+            TOKENTAP_BUILD=$(cat target/pgo/BUILD 2>/dev/null || echo "PGO build, bench/pgo.sh")
         else
             TOKENTAP_BUILD="cargo build --release; SKIP_BUILD=1 and no target/pgo/tokentap"
         fi
-    elif log "building with PGO (bench/pgo.sh, about 7 minutes)" && bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
+    elif log "building with PGO (bench/pgo.sh, about 8 minutes)" && bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
         TOKENTAP_BIN=$ROOT/target/pgo/tokentap
-        TOKENTAP_BUILD="PGO build, bench/pgo.sh"
+        TOKENTAP_BUILD=$(cat target/pgo/BUILD)
     else
         TOKENTAP_BUILD="cargo build --release; the PGO build failed (see bench/out/pgo.log)"
         log "$TOKENTAP_BUILD"
