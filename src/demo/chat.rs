@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::Call;
-use super::body::{DemoBody, Script, json_response, json_str, push_data, sse_response};
+use super::body::{DemoBody, Script, json_response, json_str, sse_response};
 use super::tokens::{answer_text, word};
 
 /// Opening of the tool arguments (before the first word).
@@ -34,6 +34,17 @@ pub(super) fn chat_usage(prompt: u64, completion: u64) -> Value {
             "rejected_prediction_tokens": 0
         }
     })
+}
+
+/// `chat_usage` as the text it serialises to (serde_json's key order), for the usage chunk of a
+/// stream: built as a `Value` tree, serialised and freed per stream, that chunk cost the bench's
+/// upstream more than the rest of the stream (76k against 41k instructions per 20-chunk stream
+/// under callgrind), a cost only the proxy that asks for usage made it pay.
+fn chat_usage_text(prompt: u64, completion: u64) -> String {
+    format!(
+        r#"{{"completion_tokens":{completion},"completion_tokens_details":{{"accepted_prediction_tokens":0,"audio_tokens":0,"reasoning_tokens":0,"rejected_prediction_tokens":0}},"prompt_tokens":{prompt},"prompt_tokens_details":{{"audio_tokens":0,"cached_tokens":0}},"total_tokens":{}}}"#,
+        prompt + completion
+    )
 }
 
 /// The name of the tool to call, if the request offers tools.
@@ -108,8 +119,8 @@ struct ChatScript {
     /// `(call id, tool name)` when answering with a tool call.
     tool: Option<(String, String)>,
     total: u64,
-    /// The final usage chunk (`"choices": []`), when `include_usage` is set.
-    usage_chunk: Option<Value>,
+    /// The final usage chunk (`"choices": []`) with its framing, when `include_usage` is set.
+    usage_chunk: Option<String>,
 }
 
 impl ChatScript {
@@ -131,17 +142,15 @@ impl ChatScript {
             call.created,
             json_str(&call.model),
         );
+        // The members in serde_json's order, as the whole answer's are.
         let usage_chunk = include_usage.then(|| {
-            json!({
-                "id": id,
-                "object": "chat.completion.chunk",
-                "created": call.created,
-                "model": call.model,
-                "service_tier": "default",
-                "system_fingerprint": "fp_demo",
-                "choices": [],
-                "usage": chat_usage(call.prompt_tokens, call.completion_tokens)
-            })
+            format!(
+                r#"data: {{"choices":[],"created":{},"id":{},"model":{},"object":"chat.completion.chunk","service_tier":"default","system_fingerprint":"fp_demo","usage":{}}}"#,
+                call.created,
+                json_str(id),
+                json_str(&call.model),
+                chat_usage_text(call.prompt_tokens, call.completion_tokens),
+            ) + "\n\n"
         });
         Self {
             head,
@@ -198,8 +207,23 @@ impl Script for ChatScript {
         out.extend_from_slice(b"{}");
         out.extend_from_slice(self.finish_tail.as_bytes());
         if let Some(chunk) = &self.usage_chunk {
-            push_data(out, chunk);
+            out.extend_from_slice(chunk.as_bytes());
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_usage_text_is_the_usage_value_written_out() {
+        for (prompt, completion) in [(0, 0), (12, 20), (1 << 40, 7)] {
+            assert_eq!(
+                chat_usage_text(prompt, completion),
+                chat_usage(prompt, completion).to_string()
+            );
+        }
     }
 }

@@ -178,6 +178,19 @@ async fn chat_whole_and_streamed() {
     assert_eq!(last["usage"]["prompt_tokens"], prompt);
     assert_eq!(last["usage"]["completion_tokens"], 5);
     assert_eq!(last["usage"]["total_tokens"], prompt + 5);
+    assert_eq!(last["usage"], super::chat::chat_usage(prompt, 5));
+    for key in [
+        "id",
+        "object",
+        "created",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+    ] {
+        assert_eq!(last[key], chunks[0][key], "{key}");
+    }
+    // Written as text, the chunk is what serde_json writes for it: compact, keys in its order.
+    assert_eq!(events[events.len() - 2].1, last.to_string());
     server.stop().await;
 }
 
