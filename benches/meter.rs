@@ -1,5 +1,6 @@
 //! The meter on its own: bytes of SSE per second and time per chunk, for content chunks that
-//! carry no usage (the fast path) and for chunks that do (the full parse).
+//! carry no usage (the template), fed a line at a time or in one piece, and for chunks that do
+//! (the full parse).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,12 +30,19 @@ fn stream(chunks: usize, usage_on_every_chunk: bool) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    for (name, every) in [
-        ("content_chunks_without_usage", false),
-        ("chunks_with_usage", true),
+    // A line at a time, as a paced stream arrives; or the whole stream in one piece, as an
+    // unpaced one often does (the parser then offers each whole event to the template).
+    for (name, every, whole) in [
+        ("content_chunks_without_usage", false, false),
+        ("content_chunks_without_usage_in_one_piece", false, true),
+        ("chunks_with_usage", true, false),
     ] {
         let body = stream(1000, every);
-        let pieces: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
+        let pieces: Vec<&[u8]> = if whole {
+            vec![&body[..]]
+        } else {
+            body.split_inclusive(|b| *b == b'\n').collect()
+        };
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function("1000 chunks", |b| {

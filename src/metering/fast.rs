@@ -102,18 +102,19 @@ impl Template {
         let after_field = rest.strip_prefix(b"data:")?;
         let data = after_field.strip_prefix(b" ").unwrap_or(after_field);
         let p = self.prefix.len();
-        if data.len() < p || !same(&data[..p], &self.prefix) {
-            return None;
-        }
-        let (text, close) = json_string_at(data, p)?;
+        let (len, escaped) = string_end(data.get(p..)?)?;
+        let close = p + len;
         let end = close + self.suffix.len();
-        if data.get(close..end)? != self.suffix.as_slice() || data.get(end..end + 2)? != b"\n\n" {
+        // The blank line first: a data line fed on its own, without it, stops here.
+        if data.get(end..end + 2)? != b"\n\n"
+            || !same(&data[..p], &self.prefix)
+            || data[close..end] != *self.suffix
+            // A raw line break (invalid inside a JSON string) would have ended the line there.
+            || has_line_break(&data[p..close])
+        {
             return None;
         }
-        // A raw line break (invalid inside a JSON string) would have ended the line there.
-        if has_line_break(&data[p..close]) {
-            return None;
-        }
+        let text = string_text(data, p, close, escaped)?;
         m.push_text(&text, now);
         Some(rest.len() - data.len() + end + 2)
     }
@@ -357,28 +358,47 @@ fn has_line_break(text: &[u8]) -> bool {
 /// Reads the JSON string whose body starts at `start` (just past its opening quote), and the
 /// index of its closing quote.
 fn json_string_at(data: &[u8], start: usize) -> Option<(std::borrow::Cow<'_, str>, usize)> {
-    let body = &data[start..];
-    let end = quote_or_backslash(body)?;
-    if body[end] == b'"' {
-        return std::str::from_utf8(&body[..end])
-            .ok()
-            .map(|text| (std::borrow::Cow::Borrowed(text), start + end));
+    let (len, escaped) = string_end(&data[start..])?;
+    let close = start + len;
+    string_text(data, start, close, escaped).map(|text| (text, close))
+}
+
+/// Where the JSON string whose body opens `body` closes: the index of its closing quote, and
+/// whether escapes come before it.
+fn string_end(body: &[u8]) -> Option<(usize, bool)> {
+    let first = quote_or_backslash(body)?;
+    if body[first] == b'"' {
+        return Some((first, false));
     }
-    // Escapes present: find the real closing quote, then let serde_json decode.
-    let mut i = end;
+    let mut i = first;
     while i < body.len() {
         match body[i] {
             b'\\' => i += 2,
-            b'"' => {
-                let quoted = data.get(start - 1..start + i + 1)?;
-                return serde_json::from_slice::<String>(quoted)
-                    .ok()
-                    .map(|text| (std::borrow::Cow::Owned(text), start + i));
-            }
+            b'"' => return Some((i, true)),
             _ => i += 1,
         }
     }
     None
+}
+
+/// The text of the JSON string whose quotes are at `start - 1` and `close`: borrowed when it
+/// has no escapes, else decoded by serde_json (which also refuses what JSON does not allow).
+fn string_text(
+    data: &[u8],
+    start: usize,
+    close: usize,
+    escaped: bool,
+) -> Option<std::borrow::Cow<'_, str>> {
+    if escaped {
+        let quoted = data.get(start.checked_sub(1)?..=close)?;
+        serde_json::from_slice::<String>(quoted)
+            .ok()
+            .map(std::borrow::Cow::Owned)
+    } else {
+        std::str::from_utf8(&data[start..close])
+            .ok()
+            .map(std::borrow::Cow::Borrowed)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! An incremental server-sent-events parser (WHATWG HTML §9.2.6) for the meter's copy of a
 //! stream. It is fed chunks as they arrive, split anywhere (mid-line, mid-CRLF, mid-UTF-8), and
-//! calls back once per complete event with borrowed slices. The common event, one data line
+//! hands its sink each complete event as borrowed slices. The common event, one data line
 //! whole in one chunk, is handed over in place; others are copied once into a reused buffer.
 //! Nothing is allocated per event.
 //!
@@ -91,6 +91,8 @@ impl SseParser {
             self.partial_line.clear();
         }
         loop {
+            // Where a block may begin with nothing pending (never on the first line, which may
+            // open with a byte order mark), the sink may take a whole block itself.
             if self.past_first_line && self.idle() {
                 if let Some(len) = sink
                     .take_block(chunk)
