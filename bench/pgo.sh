@@ -14,7 +14,7 @@
 # Needs llvm-profdata of the LLVM major version rustc uses (`rustc -vV`): rustup's
 # llvm-tools component, or Debian's llvm-N package; and for BOLT llvm-bolt and merge-fdata of
 # Debian's bolt-N. Both are installed here when run as root; without BOLT the PGO build is
-# kept. Needs oha for the load (bench/run.sh installs it). Takes about 8 minutes on 2 cores.
+# kept. Needs oha for the load (bench/run.sh installs it). Takes about 7 minutes on 2 cores.
 # See README "Performance".
 set -euo pipefail
 cd "$(dirname "$0")/.."

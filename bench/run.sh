@@ -97,7 +97,7 @@ if [[ ${PGO:-1} == 1 && $TOOL == oha ]]; then
         else
             TOKENTAP_BUILD="cargo build --release; SKIP_BUILD=1 and no target/pgo/tokentap"
         fi
-    elif log "building with PGO (bench/pgo.sh, about 8 minutes)" && bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
+    elif log "building with PGO and BOLT (bench/pgo.sh, about 7 minutes)" && bench/pgo.sh >"$OUT/pgo.log" 2>&1; then
         TOKENTAP_BIN=$ROOT/target/pgo/tokentap
         TOKENTAP_BUILD=$(cat target/pgo/BUILD)
     else
