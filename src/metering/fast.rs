@@ -65,6 +65,28 @@ impl Template {
         }
     }
 
+    /// Whether `data` opens with this template's prefix, one JSON string and its suffix, with
+    /// `then` true of what follows the suffix: then the string's text, and where its closing
+    /// quote and the suffix's end are. Cheapest checks first: the string's end and what follows,
+    /// then the prefix and the suffix themselves; the text is decoded last.
+    fn fit<'d>(
+        &self,
+        data: &'d [u8],
+        then: impl Fn(&[u8]) -> bool,
+    ) -> Option<(std::borrow::Cow<'d, str>, usize, usize)> {
+        let p = self.prefix.len();
+        let (len, escaped) = string_end(data.get(p..)?)?;
+        let close = p + len;
+        let end = close + self.suffix.len();
+        if !then(data.get(end..)?)
+            || !same(&data[..p], &self.prefix)
+            || data[close..end] != *self.suffix
+        {
+            return None;
+        }
+        Some((string_text(data, p, close, escaped)?, close, end))
+    }
+
     /// Records the event's text when the event fits the template; `false` (nothing recorded)
     /// otherwise.
     pub fn try_observe(
@@ -74,20 +96,15 @@ impl Template {
         data: &[u8],
         now: Instant,
     ) -> bool {
-        let (p, s) = (self.prefix.len(), self.suffix.len());
-        let fits = same(event, &self.event)
-            && data.len() >= p + s
-            && same(&data[..p], &self.prefix)
-            && same(&data[data.len() - s..], &self.suffix);
-        if !fits {
+        if !same(event, &self.event) {
             return false;
         }
-        match json_string_at(data, p) {
-            Some((text, close)) if close == data.len() - s => {
+        match self.fit(data, <[u8]>::is_empty) {
+            Some((text, _, _)) => {
                 m.push_text(&text, now);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -101,20 +118,12 @@ impl Template {
         }
         let after_field = rest.strip_prefix(b"data:")?;
         let data = after_field.strip_prefix(b" ").unwrap_or(after_field);
-        let p = self.prefix.len();
-        let (len, escaped) = string_end(data.get(p..)?)?;
-        let close = p + len;
-        let end = close + self.suffix.len();
-        // The blank line first: a data line fed on its own, without it, stops here.
-        if data.get(end..end + 2)? != b"\n\n"
-            || !same(&data[..p], &self.prefix)
-            || data[close..end] != *self.suffix
-            // A raw line break (invalid inside a JSON string) would have ended the line there.
-            || has_line_break(&data[p..close])
-        {
+        // What follows the suffix first: a data line fed on its own, without it, stops there.
+        let (text, close, end) = self.fit(data, |after| after.starts_with(b"\n\n"))?;
+        // A raw line break (invalid inside a JSON string) would have ended the line there.
+        if has_line_break(&data[self.prefix.len()..close]) {
             return None;
         }
-        let text = string_text(data, p, close, escaped)?;
         m.push_text(&text, now);
         Some(rest.len() - data.len() + end + 2)
     }
@@ -623,6 +632,8 @@ mod tests {
             br#"{"id":"c","choices":[{"delta":{"content":"x"},"finish_reason":"stop"}],"usage":null}"#,
             br#"{"id":"d","choices":[{"delta":{"content":"x"},"finish_reason":null}],"usage":null}"#,
             br#"{"id":"c","choices":[{"delta":{"content":"unterminated},"finish_reason":null}],"usage":null}"#,
+            // The template's whole shape, then more: not one JSON object, and not this event.
+            br#"{"id":"c","choices":[{"delta":{"content":"x"},"finish_reason":null}],"usage":null}{"usage":{"total_tokens":9}}"#,
         ];
         let text = m.text.clone();
         for data in other_shape {
