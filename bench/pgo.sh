@@ -81,7 +81,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 # Serves the training traffic through the tokentap binary $1 on both runtimes: one CPU (the
 # single-threaded one, as the benchmark pins it) and all CPUs; at the default log level, which
 # writes a line per request (text, then JSON): code a profile never ran is laid out as cold.
-# The binary writes its profile as it exits.
+# The binary writes its profile as it exits. Returns non-zero, with the reason logged, if the
+# binary does not start or an answer is not a 200.
 train() {
     local binary=$1 run cpus log_format port admin tokentap load concurrency answered statuses
     for run in "0 text" "0-$(($(nproc) - 1)) json"; do
@@ -94,7 +95,11 @@ train() {
         tokentap=$!
         pids+=("$tokentap")
         for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
-        curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null || die "the instrumented tokentap did not start"
+        if ! curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null; then
+            log "the instrumented tokentap did not start"
+            kill -TERM "$tokentap" 2>/dev/null || true
+            return 1
+        fi
         log "training on CPUs $cpus, $log_format logs"
         for load in "v1/chat/completions:$chat" "v1/chat/completions:$stream20" \
             "v1/chat/completions:$stream200" "v1/completions:$completion" \
@@ -106,7 +111,9 @@ train() {
                 # Only 200s: a profile of error paths would lay out the wrong code.
                 statuses=$(grep -E '^ *\[[0-9]{3}\] [0-9]+ responses' <<<"$answered" || true)
                 if [[ -z $statuses ]] || grep -vq '\[200\]' <<<"$statuses"; then
-                    die "not every answer to /${load%%:*} was a 200 during training"
+                    log "not every answer to /${load%%:*} was a 200 during training"
+                    kill -TERM "$tokentap" 2>/dev/null || true
+                    return 1
                 fi
             done
         done
@@ -117,7 +124,8 @@ train() {
     done
 }
 
-LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" train "$WORK/target/release/tokentap"
+LLVM_PROFILE_FILE="$WORK/profiles/tokentap-%p.profraw" train "$WORK/target/release/tokentap" \
+    || die "PGO training failed"
 
 "$profdata" merge -o "$WORK/tokentap.profdata" "$WORK/profiles"
 log "optimised build (target/pgo-work/target-use)"
@@ -127,21 +135,34 @@ RUSTFLAGS="-Cprofile-use=$WORK/tokentap.profdata -Clink-arg=-Wl,--emit-relocs" \
 optimised=$WORK/target-use/release/tokentap
 mkdir -p target/pgo
 
-if [[ ${BOLT:-1} == 1 && -x $bolt_dir/llvm-bolt && -x $bolt_dir/merge-fdata ]]; then
+# BOLT's layout of the PGO build into target/pgo/tokentap; non-zero, with the reason logged, if
+# any step fails (the PGO build is then kept: a failed layout loses nothing).
+bolt_layout() {
+    local dir=$WORK/bolt
+    rm -rf "$dir"
+    mkdir -p "$dir"
     log "BOLT: instrumented copy"
-    rm -rf "$WORK/bolt"
-    mkdir -p "$WORK/bolt"
-    "$bolt_dir/llvm-bolt" "$optimised" -o "$WORK/bolt/instrumented" -instrument \
-        -instrumentation-file="$WORK/bolt/profile" -instrumentation-file-append-pid \
-        >"$WORK/bolt/instrument.log" 2>&1 || die "llvm-bolt -instrument failed: $WORK/bolt/instrument.log"
-    train "$WORK/bolt/instrumented"
-    "$bolt_dir/merge-fdata" "$WORK"/bolt/profile.*.fdata >"$WORK/bolt/profile.fdata" 2>/dev/null
+    "$bolt_dir/llvm-bolt" "$optimised" -o "$dir/instrumented" -instrument \
+        -instrumentation-file="$dir/profile" -instrumentation-file-append-pid \
+        >"$dir/instrument.log" 2>&1 || { log "llvm-bolt -instrument failed: $dir/instrument.log"; return 1; }
+    train "$dir/instrumented" || return 1
+    "$bolt_dir/merge-fdata" "$dir"/profile.*.fdata >"$dir/profile.fdata" 2>"$dir/merge.log" \
+        || { log "merge-fdata failed: $dir/merge.log"; return 1; }
     log "BOLT: laying the code out (target/pgo/tokentap)"
-    "$bolt_dir/llvm-bolt" "$optimised" -o target/pgo/tokentap -data="$WORK/bolt/profile.fdata" \
+    "$bolt_dir/llvm-bolt" "$optimised" -o "$dir/tokentap" -data="$dir/profile.fdata" \
         -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
-        -split-eh -dyno-stats >"$WORK/bolt/optimise.log" 2>&1 \
-        || die "llvm-bolt failed: $WORK/bolt/optimise.log"
-    echo "PGO and BOLT build, bench/pgo.sh" >target/pgo/BUILD
+        -split-eh -dyno-stats >"$dir/optimise.log" 2>&1 \
+        || { log "llvm-bolt failed: $dir/optimise.log"; return 1; }
+    cp "$dir/tokentap" target/pgo/tokentap
+}
+
+if [[ ${BOLT:-1} == 1 && -x $bolt_dir/llvm-bolt && -x $bolt_dir/merge-fdata ]]; then
+    if bolt_layout; then
+        echo "PGO and BOLT build, bench/pgo.sh" >target/pgo/BUILD
+    else
+        cp "$optimised" target/pgo/tokentap
+        echo "PGO build, bench/pgo.sh (BOLT failed: target/pgo-work/bolt)" >target/pgo/BUILD
+    fi
 else
     [[ ${BOLT:-1} == 1 ]] && log "no llvm-bolt and merge-fdata in $bolt_dir (bolt-$llvm_major): PGO only"
     cp "$optimised" target/pgo/tokentap
