@@ -346,22 +346,18 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 /// memchr's vector set-up cost about 70 instructions a call on them (callgrind).
 const SHORT: usize = 16;
 
-/// Index of the first `"` or `\` in `body`.
-fn quote_or_backslash(body: &[u8]) -> Option<usize> {
-    let head = &body[..body.len().min(SHORT)];
-    if let Some(i) = head.iter().position(|&b| b == b'"' || b == b'\\') {
+/// Index of the first `a` or `b` in `bytes`.
+fn find2(a: u8, b: u8, bytes: &[u8]) -> Option<usize> {
+    let head = &bytes[..bytes.len().min(SHORT)];
+    if let Some(i) = head.iter().position(|&c| c == a || c == b) {
         return Some(i);
     }
-    let tail = body.get(SHORT..)?;
-    memchr::memchr2(b'"', b'\\', tail).map(|i| SHORT + i)
+    let tail = bytes.get(SHORT..)?;
+    memchr::memchr2(a, b, tail).map(|i| SHORT + i)
 }
 
 fn has_line_break(text: &[u8]) -> bool {
-    if text.len() <= SHORT {
-        text.iter().any(|&b| b == b'\n' || b == b'\r')
-    } else {
-        memchr::memchr2(b'\n', b'\r', text).is_some()
-    }
+    find2(b'\n', b'\r', text).is_some()
 }
 
 /// Reads the JSON string whose body starts at `start` (just past its opening quote), and the
@@ -375,7 +371,7 @@ fn json_string_at(data: &[u8], start: usize) -> Option<(std::borrow::Cow<'_, str
 /// Where the JSON string whose body opens `body` closes: the index of its closing quote, and
 /// whether escapes come before it.
 fn string_end(body: &[u8]) -> Option<(usize, bool)> {
-    let first = quote_or_backslash(body)?;
+    let first = find2(b'"', b'\\', body)?;
     if body[first] == b'"' {
         return Some((first, false));
     }
