@@ -1,7 +1,8 @@
-//! The upstream side: a provider, its connections (HTTP/1.1, and HTTP/2 where TLS negotiates
-//! it; see `pool`), and the path a client's request goes to.
+//! The upstream side: a provider, its connections (HTTP/1.1 of tokentap's own, and hyper's
+//! HTTP/2 where TLS negotiates it; see `pool`), and the path a client's request goes to.
 
 mod connect;
+mod http1;
 mod pool;
 
 use std::future::Future;

@@ -1,5 +1,6 @@
 //! Opening a connection to a provider: TCP, TLS for `https://` (rustls, ALPN offering HTTP/2 and
-//! HTTP/1.1), then the HTTP conversation TLS negotiated, driven by a task of its own.
+//! HTTP/1.1), then the HTTP conversation TLS negotiated: HTTP/2 driven by a task of its own,
+//! HTTP/1.1 by the requests that use it (`http1`).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -11,15 +12,16 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use http::Uri;
 use http::uri::Scheme;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::rt::{Read, Write};
 use hyper_rustls::builderstates::WantsSchemes;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
 use super::OutboundBody;
+use super::http1;
 use super::pool::{BoxError, ClientError};
 
 /// How connections to the provider are opened. Two connector types, not one for both: a
@@ -33,7 +35,7 @@ pub enum Connector {
 
 /// A connection ready for requests.
 pub enum Connected {
-    Http1(http1::SendRequest<OutboundBody>),
+    Http1(http1::Connection),
     /// With the number of streams the provider allows open at once, kept current.
     Http2(http2::SendRequest<OutboundBody>, Arc<AtomicUsize>),
 }
@@ -69,15 +71,29 @@ impl Connector {
     /// Opens a connection to `to` (only its scheme and authority count).
     pub async fn connect(&self, to: Uri) -> Result<Connected, ClientError> {
         match self {
-            Connector::Plain(connector) => handshake(connector.clone(), to).await,
-            Connector::Tls(connector) => handshake(connector.clone(), to).await,
+            Connector::Plain(connector) => {
+                handshake(connector.clone(), to, |io| {
+                    http1::Io::Plain(io.into_inner())
+                })
+                .await
+            }
+            Connector::Tls(connector) => {
+                handshake(connector.clone(), to, |io| {
+                    http1::Io::Tls(Box::new(TokioIo::new(io)))
+                })
+                .await
+            }
         }
     }
 }
 
 /// Opens a connection with `connector` and starts the HTTP/1.1 or HTTP/2 conversation its TLS
-/// negotiated, on a task of its own.
-async fn handshake<C>(mut connector: C, to: Uri) -> Result<Connected, ClientError>
+/// negotiated; `http1` makes the socket of an HTTP/1.1 one.
+async fn handshake<C>(
+    mut connector: C,
+    to: Uri,
+    http1: impl FnOnce(C::Response) -> http1::Io,
+) -> Result<Connected, ClientError>
 where
     C: Service<Uri>,
     C::Response: Read + Write + Connection + Unpin + Send + 'static,
@@ -104,11 +120,7 @@ where
         drive(connection);
         Ok(Connected::Http2(sender, limit))
     } else {
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(|err| ClientError::Connect(err.into()))?;
-        drive(connection);
-        Ok(Connected::Http1(sender))
+        Ok(Connected::Http1(http1::Connection::new(http1(io))))
     }
 }
 

@@ -1,5 +1,5 @@
-//! One provider's connections: HTTP/1.1 connections kept between requests, or, when TLS
-//! negotiates HTTP/2, connections whose streams all requests share.
+//! One provider's connections: HTTP/1.1 connections kept between requests (`http1`), or, when
+//! TLS negotiates HTTP/2, connections whose streams all requests share.
 //!
 //! tokentap's own, not hyper-util's legacy client: that client hashes its pool key (SipHash,
 //! byte by byte) twice per request, takes the pool's lock twice, races every checkout against
@@ -22,7 +22,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_rustls::builderstates::WantsSchemes;
 use parking_lot::Mutex;
@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use super::OutboundBody;
 use super::connect::{Connected, Connector};
+use super::http1::{self, Http1Body, Http1Error};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,9 +41,12 @@ pub enum ClientError {
     /// No connection could be made: TCP, TLS or the HTTP/2 preface failed.
     #[error("cannot connect")]
     Connect(#[source] BoxError),
-    /// The exchange on an open connection failed, or the request body did.
+    /// The exchange on an open HTTP/2 connection failed, or the request body did.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The exchange on an HTTP/1.1 connection failed, or the request body did.
+    #[error(transparent)]
+    Http1(#[from] Http1Error),
     /// The request's path cannot be put on the provider's base URL.
     #[error("cannot address the request")]
     Address(#[from] http::uri::InvalidUriParts),
@@ -52,16 +56,29 @@ impl ClientError {
     pub fn is_connect(&self) -> bool {
         matches!(self, ClientError::Connect(_))
     }
+
+    /// A timer of hyper's HTTP/2 connection ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ClientError::Http(err) if err.is_timeout())
+    }
 }
 
 /// An HTTP/1.1 connection between two requests.
-struct Idle {
-    sender: http1::SendRequest<OutboundBody>,
+pub struct Idle {
+    pub(super) conn: http1::Connection,
     since: Instant,
 }
 
 /// HTTP/1.1 connections not in use, the most recently used last: a request takes the warmest.
-type IdleList = Mutex<VecDeque<Idle>>;
+pub type IdleList = Mutex<VecDeque<Idle>>;
+
+/// Puts a connection whose last answer has ended back among the idle ones.
+pub fn give_back(idle: &IdleList, conn: http1::Connection) {
+    idle.lock().push_back(Idle {
+        conn,
+        since: Instant::now(),
+    });
+}
 
 /// Drops the connections idle for longer than `timeout` (the oldest are first), which closes
 /// them.
@@ -242,15 +259,9 @@ impl Pool {
                 }
             }
         }
-        while let Some(mut sender) = self.checkout() {
+        if let Some(conn) = self.checkout() {
             self.prepare_http1(&mut request);
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.reusable(response, sender)),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(err.into_error().into()),
-                },
-            }
+            return self.send_http1(conn, request).await;
         }
         let mut may_lead = !http1_only;
         let lead = loop {
@@ -277,15 +288,14 @@ impl Pool {
         // would otherwise carry (and copy) while it waits for its answer; few requests connect.
         // On an error `lead` is dropped here, and the requests waiting for it connect alone.
         match Box::pin(self.connector.connect(self.connect_to.clone())).await? {
-            Connected::Http1(mut sender) => {
+            Connected::Http1(conn) => {
                 self.http1_only.store(true, Ordering::Relaxed);
                 if !self.sweeping.swap(true, Ordering::Relaxed) {
                     tokio::spawn(sweep(Arc::downgrade(&self.idle), self.idle_timeout));
                 }
                 drop(lead);
                 self.prepare_http1(&mut request);
-                let response = sender.send_request(request).await?;
-                Ok(self.reusable(response, sender))
+                self.send_http1(conn, request).await
             }
             Connected::Http2(sender, limit) => {
                 let slot = self.share(&sender, limit);
@@ -354,9 +364,11 @@ impl Pool {
         }
         match sender.try_send_request(request).await {
             Ok(response) => Ok(Offered::Answered(response.map(|body| ResponseBody {
-                inner: body,
-                hold: Some(Hold::Stream(slot)),
-                ended: false,
+                inner: Inner::Http2 {
+                    body,
+                    _slot: slot,
+                    ended: false,
+                },
             }))),
             Err(mut err) => match err.take_message() {
                 Some(unsent) => Ok(Offered::Unsent(unsent, err.into_error())),
@@ -379,105 +391,80 @@ impl Pool {
             .or_insert_with(|| self.host.clone());
     }
 
+    async fn send_http1(
+        &self,
+        conn: http1::Connection,
+        request: Request<OutboundBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let response = conn.send(request, &self.idle).await?;
+        Ok(response.map(|body| ResponseBody {
+            inner: Inner::Http1(body),
+        }))
+    }
+
     /// The most recently idle connection that can take a request now. Connections idle past
     /// the timeout, or closed by the provider meanwhile, are dropped on the way.
-    fn checkout(&self) -> Option<http1::SendRequest<OutboundBody>> {
+    fn checkout(&self) -> Option<http1::Connection> {
         let mut idle = self.idle.lock();
         close_expired(&mut idle, self.idle_timeout);
-        let mut at = idle.len();
-        while at > 0 {
-            at -= 1;
-            if idle[at].sender.is_ready() {
-                return idle.remove(at).map(|conn| conn.sender);
+        while let Some(mut newest) = idle.pop_back() {
+            if newest.conn.is_open() {
+                return Some(newest.conn);
             }
-            if idle[at].sender.is_closed() {
-                idle.remove(at);
-            }
-            // Otherwise still finishing its last exchange: left for a later request.
         }
         None
     }
-
-    fn reusable(
-        &self,
-        response: Response<Incoming>,
-        sender: http1::SendRequest<OutboundBody>,
-    ) -> Response<ResponseBody> {
-        response.map(|body| ResponseBody {
-            inner: body,
-            hold: Some(Hold::Connection(Reuse {
-                sender,
-                idle: Arc::clone(&self.idle),
-            })),
-            ended: false,
-        })
-    }
 }
 
-/// What a response body holds of its connection until it is dropped.
-enum Hold {
-    /// An HTTP/1.1 connection, given back to the pool if the answer was whole.
-    Connection(Reuse),
-    /// A stream of an HTTP/2 connection.
-    Stream(#[expect(dead_code, reason = "held for its drop, which frees the stream")] StreamSlot),
-}
-
-/// What gives an HTTP/1.1 connection back to its pool.
-struct Reuse {
-    sender: http1::SendRequest<OutboundBody>,
-    idle: Arc<IdleList>,
-}
-
-/// An upstream response body. Over HTTP/1.1 it holds its connection, and gives it back to the
-/// pool when dropped after the upstream sent all of it; a body dropped before its end closes
-/// the connection with it, as the rest of that answer would otherwise come first on it. Over
-/// HTTP/2 it holds its stream's place in the connection's count.
+/// An upstream response body. Over HTTP/1.1 it reads its connection and gives it back to the
+/// pool at its end (see `Http1Body`); over HTTP/2 it holds its stream's place in the
+/// connection's count until dropped.
 pub struct ResponseBody {
-    inner: Incoming,
-    hold: Option<Hold>,
-    /// The upstream said the body is over (a chunked body ends only on the next poll).
-    ended: bool,
+    inner: Inner,
+}
+
+enum Inner {
+    Http1(Http1Body),
+    Http2 {
+        body: Incoming,
+        /// Held for its drop, which frees the stream.
+        _slot: StreamSlot,
+        /// The provider said the body is over (a body ends only on the next poll).
+        ended: bool,
+    },
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_none() {
-            self.ended = true;
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+        match &mut self.inner {
+            Inner::Http1(body) => Pin::new(body).poll_frame(cx).map_err(ClientError::from),
+            Inner::Http2 { body, ended, .. } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() {
+                    *ended = true;
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(ClientError::from)))
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Http1(body) => body.is_end_stream(),
+            Inner::Http2 { body, ended, .. } => *ended || body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        let Some(Hold::Connection(reuse)) = self.hold.take() else {
-            return;
-        };
-        // The connection may not be ready yet: on another worker thread, hyper's connection
-        // task may not have asked for the next request when this body saw its end (about one
-        // stream in ten thousand, by the TIME_WAIT count), or the request body is still being
-        // sent. It goes back all the same; `checkout` takes only a ready one, and one that
-        // closed (`Connection: close`) is dropped there or by the sweep.
-        if self.is_end_stream() && !reuse.sender.is_closed() {
-            reuse.idle.lock().push_back(Idle {
-                sender: reuse.sender,
-                since: Instant::now(),
-            });
+        match &self.inner {
+            Inner::Http1(body) => body.size_hint(),
+            Inner::Http2 { body, .. } => body.size_hint(),
         }
     }
 }

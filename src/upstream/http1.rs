@@ -1,0 +1,714 @@
+//! An HTTP/1.1 connection to a provider, written and read by the request that uses it.
+//!
+//! hyper's client runs each connection as a task of its own and hands the answer's body to the
+//! request through a channel that holds one chunk at a time: every chunk of a stream crossed
+//! from the connection's task to the request's and back (two task switches), and a request
+//! took three task polls and two channels before its answer's head arrived. Here the request
+//! writes its head and body itself and reads the answer off the socket: a chunk goes from the
+//! provider's socket to the client's within one poll of the client connection's task, and the
+//! data of all the chunks one read brought leaves as one frame.
+//!
+//! What it speaks: requests with a body of known length (`Content-Length`) or chunked;
+//! answers framed by `Content-Length`, chunked transfer coding or the end of the connection;
+//! interim `1xx` answers skipped; no body after `HEAD`, `204` or `304`. A connection goes back to
+//! the pool only after an HTTP/1.1 answer whose body ended exactly where its framing said, with
+//! no `Connection: close`.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::OutboundBody;
+use super::pool::{BoxError, IdleList, give_back};
+
+/// Most header lines an answer's head may have (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Largest answer head read.
+const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4 * 1024;
+/// Room made in the read buffer before a read: an unpaced stream of a few dozen chunks
+/// arrives in one read.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Why an exchange on an HTTP/1.1 connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    #[error("cannot write the request to the provider")]
+    Write(#[source] io::Error),
+    #[error("cannot read the provider's answer")]
+    Read(#[source] io::Error),
+    #[error("the request body failed")]
+    RequestBody(#[source] BoxError),
+    #[error("the provider closed the connection before it answered")]
+    ClosedBeforeAnswer,
+    #[error("the provider closed the connection before the answer's body ended")]
+    ClosedInBody,
+    #[error("the provider's answer is not HTTP/1.1: {0}")]
+    Head(&'static str),
+    #[error("the provider's answer head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the provider's answer has an invalid chunk")]
+    Chunk,
+}
+
+/// The socket of a connection: plain TCP, or TLS that negotiated HTTP/1.1.
+pub enum Io {
+    Plain(TcpStream),
+    /// Boxed: the TLS state is about a kilobyte that plain connections need not carry.
+    Tls(Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection between exchanges.
+pub struct Connection {
+    io: Io,
+    /// Bytes read and not yet taken.
+    buf: BytesMut,
+}
+
+impl Connection {
+    pub fn new(io: Io) -> Connection {
+        Connection {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the provider has neither closed it nor
+    /// sent anything on it. The socket is read only if it was reported readable since the last
+    /// read, so a quiet connection costs no system call.
+    pub fn is_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Sends `request` (origin form, `Host` set) and reads the answer's head. The answer's body
+    /// gives the connection back to `home` when it ends and the connection may be reused.
+    pub async fn send(
+        mut self,
+        request: Request<OutboundBody>,
+        home: &Arc<IdleList>,
+    ) -> Result<Response<Http1Body>, Http1Error> {
+        let (parts, body) = request.into_parts();
+        let length = body.size_hint().exact();
+        let head = encode_head(&parts.method, &parts.uri, &parts.headers, length);
+        self.write_request(head, body, length.is_none()).await?;
+        let head = self.read_head().await?;
+        let mut body = Http1Body {
+            conn: Some(self),
+            framing: if parts.method == Method::HEAD {
+                Framing::Ended
+            } else {
+                head.framing
+            },
+            keep_alive: head.keep_alive,
+            home: Arc::clone(home),
+        };
+        if body.is_end_stream() {
+            body.release();
+        }
+        Ok(head.response.map(|()| body))
+    }
+
+    /// Writes the head and the body; a body's first frame goes out with the head.
+    async fn write_request<B>(
+        &mut self,
+        head: Vec<u8>,
+        body: B,
+        chunked: bool,
+    ) -> Result<(), Http1Error>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = pin!(body);
+        let mut head = Some(head);
+        loop {
+            let data = if body.is_end_stream() {
+                None
+            } else {
+                match poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => Some(data),
+                        // Empty data and trailers: nothing to send.
+                        _ => continue,
+                    },
+                    Some(Err(err)) => return Err(Http1Error::RequestBody(err.into())),
+                    None => None,
+                }
+            };
+            let head = head.take().unwrap_or_default();
+            let Some(data) = data else {
+                let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+                self.write_all(&mut [IoSlice::new(&head), IoSlice::new(end)])
+                    .await?;
+                break;
+            };
+            if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                self.write_all(&mut [
+                    IoSlice::new(&head),
+                    IoSlice::new(size.as_bytes()),
+                    IoSlice::new(&data),
+                    IoSlice::new(b"\r\n"),
+                ])
+                .await?;
+            } else {
+                self.write_all(&mut [IoSlice::new(&head), IoSlice::new(&data)])
+                    .await?;
+            }
+        }
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
+            .await
+            .map_err(Http1Error::Write)
+    }
+
+    async fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), Http1Error> {
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let written = poll_fn(|cx| Pin::new(&mut self.io).poll_write_vectored(cx, slices))
+                .await
+                .map_err(Http1Error::Write)?;
+            if written == 0 {
+                return Err(Http1Error::Write(io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut slices, written);
+        }
+        Ok(())
+    }
+
+    /// Reads the answer's head, skipping interim (`1xx`) ones.
+    async fn read_head(&mut self) -> Result<Head, Http1Error> {
+        loop {
+            match parse_head(&mut self.buf)? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim => continue,
+                Parsed::Partial => {}
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(Http1Error::HeadTooLarge);
+            }
+            let read = poll_fn(|cx| self.poll_fill(cx)).await?;
+            if read == 0 {
+                return Err(if self.buf.is_empty() {
+                    Http1Error::ClosedBeforeAnswer
+                } else {
+                    Http1Error::Head("it ends before its head does")
+                });
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer: the number of bytes, 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Http1Error>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+            .map_err(Http1Error::Read)
+    }
+}
+
+/// The request line and headers, with the framing of a body of `length` (chunked when
+/// unknown) in place of any the headers had.
+fn encode_head(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    length: Option<u64>,
+) -> Vec<u8> {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(128 + target.len() + 64 * headers.len());
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match length {
+        // A request without a body says so only where a body is expected.
+        Some(0) if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {}
+        Some(length) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa(length, &mut [0; 20]));
+            head.extend_from_slice(b"\r\n");
+        }
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
+/// An answer's head, read.
+struct Head {
+    response: Response<()>,
+    framing: Framing,
+    /// The connection may take another request once the body has ended.
+    keep_alive: bool,
+}
+
+/// What the start of the read buffer holds.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (`1xx`) answer, taken and skipped.
+    Interim,
+    Final(Head),
+}
+
+/// Parses the answer head at the start of `buf`, taking it from `buf` when whole.
+fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
+    // Uninitialised: zeroing room for a hundred lines cost more than parsing the usual ten.
+    let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut lines,
+    ) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Http1Error::Head("it has too many headers"));
+        }
+        Err(_) => return Err(Http1Error::Head("its head does not parse")),
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| Http1Error::Head("its status is out of range"))?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    // Names and values are read from the head once it is split off: values are slices of it,
+    // not copies.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|line| {
+            let name = line.name.as_ptr() as usize - base;
+            let value = line.value.as_ptr() as usize - base;
+            (
+                name,
+                name + line.name.len(),
+                value,
+                value + line.value.len(),
+            )
+        })
+        .collect();
+    let head = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name_start, name_end, value_start, value_end) in spans {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| Http1Error::Head("a header name is invalid"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| Http1Error::Head("a header value is invalid"))?;
+        headers.append(name, value);
+    }
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Http1Error::Head("it switches protocols"));
+        }
+        return Ok(Parsed::Interim);
+    }
+    let framing = framing(status, &headers)?;
+    let closes = headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"close"));
+    // An answer framed both ways may have been read wrongly by someone: the connection ends.
+    let ambiguous = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+    let keep_alive = version == Version::HTTP_11
+        && !closes
+        && !ambiguous
+        && !matches!(framing, Framing::UntilClose);
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// How an answer's body ends (RFC 9112, section 6.3).
+fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Http1Error> {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Ended);
+    }
+    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked {
+            Framing::Chunked(Chunked::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Http1Error::Head("its Content-Length is invalid"))?;
+            if length.is_some_and(|known| known != parsed) {
+                return Err(Http1Error::Head("it has two different Content-Lengths"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Ended,
+        Some(length) => Framing::Length(length),
+        None => Framing::UntilClose,
+    })
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How much of an answer's body is left to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the provider closes the connection.
+    UntilClose,
+    Ended,
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, with this many bytes of it left.
+    Data(u64),
+    /// At the line break that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk, at a trailer line or the blank line that ends the body.
+    Trailers,
+}
+
+/// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together
+/// at the front of `buf` and split off as one piece; an incomplete line is left in `buf` for the
+/// next read. Returns that data, if any, and whether the body has ended.
+fn decode_chunked(
+    state: &mut Chunked,
+    buf: &mut BytesMut,
+) -> Result<(Option<Bytes>, bool), Http1Error> {
+    // Data moved so far, at buf[..out]; raw bytes before `at` are taken.
+    let mut out = 0;
+    let mut at = 0;
+    let ended = loop {
+        match *state {
+            Chunked::Size => {
+                let Some(line) = take_line(buf, &mut at)? else {
+                    break false;
+                };
+                let size = chunk_size(line).ok_or(Http1Error::Chunk)?;
+                *state = if size == 0 {
+                    Chunked::Trailers
+                } else {
+                    Chunked::Data(size)
+                };
+            }
+            Chunked::Data(left) => {
+                let here = (buf.len() - at) as u64;
+                if here == 0 {
+                    break false;
+                }
+                let n = left.min(here) as usize;
+                if at != out {
+                    buf.copy_within(at..at + n, out);
+                }
+                out += n;
+                at += n;
+                *state = if n as u64 == left {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left - n as u64)
+                };
+            }
+            Chunked::DataEnd => {
+                let rest = &buf[at..];
+                if rest.starts_with(b"\r\n") {
+                    at += 2;
+                } else if rest.starts_with(b"\n") {
+                    at += 1;
+                } else if rest.is_empty() || rest == b"\r" {
+                    break false;
+                } else {
+                    return Err(Http1Error::Chunk);
+                }
+                *state = Chunked::Size;
+            }
+            Chunked::Trailers => {
+                let Some(line) = take_line(buf, &mut at)? else {
+                    break false;
+                };
+                // Trailers are dropped; a blank line ends the body.
+                if line.is_empty() {
+                    break true;
+                }
+            }
+        }
+    };
+    let data = (out > 0).then(|| buf.split_to(out).freeze());
+    buf.advance(at - out);
+    Ok((data, ended))
+}
+
+/// The line at `at` without its line break, moving `at` past it; `None` while incomplete.
+fn take_line<'b>(buf: &'b [u8], at: &mut usize) -> Result<Option<&'b [u8]>, Http1Error> {
+    let rest = &buf[*at..];
+    let Some(end) = memchr::memchr(b'\n', rest) else {
+        return if rest.len() > MAX_LINE {
+            Err(Http1Error::Chunk)
+        } else {
+            Ok(None)
+        };
+    };
+    *at += end + 1;
+    let line = &rest[..end];
+    Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)))
+}
+
+/// A chunk-size line's size: hex digits, then nothing or chunk extensions (ignored).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    let hex = std::str::from_utf8(&line[..digits]).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// An answer's body on an HTTP/1.1 connection, read off the socket as it is polled. It gives the
+/// connection back to the pool when it ends (if the connection may be reused); dropped before
+/// its end, it closes the connection, as the rest of the answer would otherwise come first on
+/// it.
+pub struct Http1Body {
+    /// The connection while the body is read.
+    conn: Option<Connection>,
+    framing: Framing,
+    keep_alive: bool,
+    home: Arc<IdleList>,
+}
+
+impl Http1Body {
+    /// Lets go of the connection at the body's end: back to the pool, or closed.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                give_back(&self.home, conn);
+            }
+        }
+    }
+
+    /// Ends the body with an error: the connection is closed.
+    fn fail(&mut self, err: Http1Error) -> Poll<Option<Result<Frame<Bytes>, Http1Error>>> {
+        self.conn = None;
+        self.framing = Framing::Ended;
+        Poll::Ready(Some(Err(err)))
+    }
+
+    fn end(&mut self) {
+        self.framing = Framing::Ended;
+        self.release();
+    }
+}
+
+impl Body for Http1Body {
+    type Data = Bytes;
+    type Error = Http1Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Http1Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.framing {
+                Framing::Ended => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) if !conn.buf.is_empty() => {
+                    let n = (*left).min(conn.buf.len() as u64);
+                    *left -= n;
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    if *left == 0 {
+                        this.end();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(state) => {
+                    let (data, ended) = match decode_chunked(state, &mut conn.buf) {
+                        Ok(decoded) => decoded,
+                        Err(err) => return this.fail(err),
+                    };
+                    if ended {
+                        this.end();
+                    }
+                    if let Some(data) = data {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ended {
+                        return Poll::Ready(None);
+                    }
+                }
+                Framing::UntilClose if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Length(_) | Framing::UntilClose => {}
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.keep_alive = false;
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(Http1Error::ClosedInBody),
+                Ok(_) => {}
+                Err(err) => return this.fail(err),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Ended => SizeHint::with_exact(0),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

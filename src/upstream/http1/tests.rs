@@ -1,0 +1,462 @@
+//! The decoder and head parser on their own, then whole exchanges against a scripted provider on
+//! loopback that writes its answers in the pieces each test gives.
+
+use std::net::SocketAddr;
+
+use http_body_util::{BodyExt, Either, Full, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// Feeds `raw` to the chunked decoder in pieces ending at `cuts`, as reads would bring it.
+fn decode_in_pieces(raw: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, bool, usize), Http1Error> {
+    let mut state = Chunked::Size;
+    let mut buf = BytesMut::new();
+    let mut data = Vec::new();
+    let mut frames = 0;
+    let mut from = 0;
+    for &to in cuts.iter().chain([&raw.len()]) {
+        buf.extend_from_slice(&raw[from..to]);
+        from = to;
+        let (piece, ended) = decode_chunked(&mut state, &mut buf)?;
+        if let Some(piece) = piece {
+            data.extend_from_slice(&piece);
+            frames += 1;
+        }
+        if ended {
+            assert!(buf.is_empty(), "nothing follows the body in these cases");
+            return Ok((data, true, frames));
+        }
+    }
+    Ok((data, false, frames))
+}
+
+const CHUNKED: &[u8] = b"5\r\nhello\r\n1;name=value\r\n \r\n10\r\n0123456789abcdef\r\n3\n\xc3\xa9!\n0\r\nx-trailer: 1\r\n\r\n";
+const DECODED: &[u8] = b"hello 0123456789abcdef\xc3\xa9!";
+
+#[test]
+fn a_chunked_body_decodes_the_same_whatever_the_reads() {
+    // Whole: every chunk's data leaves as one piece.
+    assert_eq!(
+        decode_in_pieces(CHUNKED, &[]).unwrap(),
+        (DECODED.to_vec(), true, 1)
+    );
+    // Cut once anywhere, and cut at every byte.
+    for cut in 0..=CHUNKED.len() {
+        let (data, ended, _) = decode_in_pieces(CHUNKED, &[cut]).unwrap();
+        assert_eq!((data.as_slice(), ended), (DECODED, true), "cut at {cut}");
+    }
+    let every: Vec<usize> = (1..CHUNKED.len()).collect();
+    let (data, ended, _) = decode_in_pieces(CHUNKED, &every).unwrap();
+    assert_eq!((data.as_slice(), ended), (DECODED, true));
+}
+
+#[test]
+fn a_chunked_body_without_its_last_chunk_has_not_ended() {
+    let raw = b"5\r\nhello\r\n";
+    assert_eq!(
+        decode_in_pieces(raw, &[]).unwrap(),
+        (b"hello".to_vec(), false, 1)
+    );
+}
+
+#[test]
+fn invalid_chunks_are_errors() {
+    for raw in [
+        &b"x\r\n"[..],
+        b"\r\n",
+        b"5 x\r\nhello\r\n",
+        b"5\r\nhelloXY",
+        b"11111111111111111\r\n",
+        b"-1\r\n",
+    ] {
+        assert!(
+            matches!(decode_in_pieces(raw, &[]), Err(Http1Error::Chunk)),
+            "{:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    // A size line that never ends.
+    let long = vec![b'1'; MAX_LINE + 1];
+    assert!(matches!(
+        decode_in_pieces(&long, &[]),
+        Err(Http1Error::Chunk)
+    ));
+}
+
+#[test]
+fn chunk_sizes_are_hex_with_optional_extensions() {
+    assert_eq!(chunk_size(b"0"), Some(0));
+    assert_eq!(chunk_size(b"fF"), Some(255));
+    assert_eq!(chunk_size(b"10;a=b"), Some(16));
+    assert_eq!(chunk_size(b"10 ; a"), Some(16));
+    assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
+    assert_eq!(chunk_size(b""), None);
+    assert_eq!(chunk_size(b";a"), None);
+    assert_eq!(chunk_size(b"1g"), None);
+}
+
+fn head(raw: &[u8]) -> Result<Parsed, Http1Error> {
+    let mut buf = BytesMut::from(raw);
+    parse_head(&mut buf)
+}
+
+fn whole(raw: &[u8]) -> (Response<()>, Framing, bool) {
+    match head(raw) {
+        Ok(Parsed::Final(head)) => (head.response, head.framing, head.keep_alive),
+        _ => panic!("not a whole final head: {}", String::from_utf8_lossy(raw)),
+    }
+}
+
+#[test]
+fn an_answer_head_gives_status_headers_framing_and_reuse() {
+    let (response, framing, keep_alive) = whole(
+        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-request-id: req_1\r\nset-cookie: a\r\nset-cookie: b\r\ncontent-length: 12\r\n\r\n",
+    );
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.version(), Version::HTTP_11);
+    assert_eq!(response.headers()["x-request-id"], "req_1");
+    assert_eq!(response.headers().get_all("set-cookie").iter().count(), 2);
+    assert_eq!((framing, keep_alive), (Framing::Length(12), true));
+
+    let cases: [(&[u8], Framing, bool); 9] = [
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            Framing::Chunked(Chunked::Size),
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
+            Framing::Chunked(Chunked::Size),
+            true,
+        ),
+        // Not chunked last: the body runs to the connection's end.
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            Framing::UntilClose,
+            false,
+        ),
+        // Framed both ways: chunked wins, and the connection is not reused.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            Framing::Chunked(Chunked::Size),
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n",
+            Framing::Length(7),
+            true,
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", Framing::Ended, true),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n",
+            Framing::Ended,
+            false,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n",
+            Framing::Length(2),
+            false,
+        ),
+    ];
+    for (raw, framing, keep_alive) in cases {
+        let (_, got, reuse) = whole(raw);
+        assert_eq!(
+            (got, reuse),
+            (framing, keep_alive),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+#[test]
+fn a_head_is_taken_whole_or_not_at_all() {
+    let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    let mut buf = BytesMut::from(&raw[..20]);
+    assert!(matches!(parse_head(&mut buf), Ok(Parsed::Partial)));
+    assert_eq!(buf.len(), 20, "nothing taken");
+    let mut buf = BytesMut::from(&raw[..]);
+    assert!(matches!(parse_head(&mut buf), Ok(Parsed::Final(_))));
+    assert_eq!(&buf[..], b"hello", "the body stays");
+    // An interim answer is taken and skipped.
+    let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
+    assert!(matches!(parse_head(&mut buf), Ok(Parsed::Interim)));
+    assert_eq!(&buf[..], b"HTTP/1.1 200 OK\r\n");
+}
+
+#[test]
+fn broken_heads_are_errors() {
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        &many,
+    ] {
+        assert!(
+            matches!(head(raw), Err(Http1Error::Head(_))),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+#[test]
+fn the_request_head_carries_the_bodys_own_framing() {
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("api.example"));
+    headers.insert("content-length", HeaderValue::from_static("999"));
+    headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    let uri: http::Uri = "/v1/chat/completions?x=1".parse().unwrap();
+    let text = |method: &Method, length| {
+        String::from_utf8(encode_head(method, &uri, &headers, length)).unwrap()
+    };
+    assert_eq!(
+        text(&Method::POST, Some(42)),
+        "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\ncontent-length: 42\r\n\r\n"
+    );
+    assert_eq!(
+        text(&Method::POST, None),
+        "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    assert_eq!(
+        text(&Method::POST, Some(0)),
+        "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\ncontent-length: 0\r\n\r\n"
+    );
+    assert_eq!(
+        text(&Method::GET, Some(0)),
+        "GET /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\n\r\n"
+    );
+    assert_eq!(itoa(0, &mut [0; 20]), b"0");
+    assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+}
+
+/// A provider on loopback that takes one connection and, for each request on it, reads the
+/// request whole (its bytes are sent back on `requests`) and writes the next answer in its
+/// pieces, flushing and pausing between them. Closes after the last answer.
+async fn provider(
+    answers: Vec<Vec<&'static [u8]>>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (requests, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        for answer in answers {
+            let request = loop {
+                if let Some(whole) = request_length(&buf) {
+                    break buf.drain(..whole).collect::<Vec<u8>>();
+                }
+                let mut piece = [0u8; 4096];
+                match socket.read(&mut piece).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&piece[..n]),
+                }
+            };
+            let _ = requests.send(request);
+            for piece in answer {
+                socket.write_all(piece).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    });
+    (addr, received)
+}
+
+/// The length of the whole request at the start of `buf`, once it is there: the head, then a
+/// body by `content-length` or chunked up to its last chunk (the tests send no trailers).
+fn request_length(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    if text.contains("transfer-encoding: chunked") {
+        let end = buf[head..].windows(5).position(|w| w == b"0\r\n\r\n")?;
+        return Some(head + end + 5);
+    }
+    let length = text
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    (buf.len() >= head + length).then_some(head + length)
+}
+
+async fn connect(addr: SocketAddr) -> Connection {
+    Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()))
+}
+
+fn post(body: &'static str) -> Request<OutboundBody> {
+    Request::post("/v1/chat/completions")
+        .header("host", "provider.test")
+        .body(Either::Left(Full::new(Bytes::from_static(body.as_bytes()))))
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<OutboundBody> {
+    Request::get(path)
+        .body(Either::Left(Full::new(Bytes::new())))
+        .unwrap()
+}
+
+async fn read_all(body: Http1Body) -> Result<Vec<u8>, Http1Error> {
+    Ok(body.collect().await?.to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
+    let (addr, mut requests) = provider(vec![
+        // The head and a chunked body, cut at awkward places.
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-",
+            b"encoding: chunked\r\n\r\n7\r\ndata: a\r",
+            b"\na\r\n\n\ndata: b\n\r\n0\r",
+            b"\n\r\n",
+        ],
+        vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nd",
+            b"one",
+        ],
+    ])
+    .await;
+    let home = Arc::new(IdleList::default());
+    let response = connect(addr).await.send(post("{}"), &home).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        read_all(response.into_body()).await.unwrap(),
+        b"data: a\n\ndata: b\n"
+    );
+    assert_eq!(
+        requests.recv().await.unwrap(),
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: provider.test\r\ncontent-length: 2\r\n\r\n{}"
+    );
+    let conn = home
+        .lock()
+        .pop_back()
+        .expect("given back at the body's end")
+        .conn;
+    let response = conn.send(get("/v1/models"), &home).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body();
+    assert_eq!(body.size_hint().exact(), Some(4));
+    assert_eq!(read_all(body).await.unwrap(), b"done");
+    assert_eq!(home.lock().len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_until_close_is_read_to_the_end_and_the_connection_is_not_kept() {
+    let (addr, _requests) = provider(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nall of ", b"it"]]).await;
+    let home = Arc::new(IdleList::default());
+    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    assert_eq!(read_all(response.into_body()).await.unwrap(), b"all of it");
+    assert!(home.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ] {
+        let (addr, _requests) = provider(vec![vec![answer]]).await;
+        let home = Arc::new(IdleList::default());
+        let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"hello");
+        assert!(matches!(
+            body.frame().await,
+            Some(Err(Http1Error::ClosedInBody))
+        ));
+        assert!(body.frame().await.is_none(), "the error ends the body");
+        assert!(home.lock().is_empty());
+    }
+    for (answer, closed_before) in [(&b""[..], true), (b"HTTP/1.1 200", false)] {
+        let (addr, _requests) = provider(vec![vec![answer]]).await;
+        let home = Arc::new(IdleList::default());
+        let Err(err) = connect(addr).await.send(get("/"), &home).await else {
+            panic!("an answer from {answer:?}");
+        };
+        assert_eq!(
+            matches!(err, Http1Error::ClosedBeforeAnswer),
+            closed_before,
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bytes_after_the_body_keep_the_connection_from_the_pool() {
+    let (addr, _requests) = provider(vec![vec![
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+    ]])
+    .await;
+    let home = Arc::new(IdleList::default());
+    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
+    assert!(home.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_head_request_has_no_body_whatever_its_length_says() {
+    let (addr, _requests) = provider(vec![vec![
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n",
+    ]])
+    .await;
+    let home = Arc::new(IdleList::default());
+    let request = Request::head("/")
+        .body(Either::Left(Full::new(Bytes::new())))
+        .unwrap();
+    let response = connect(addr).await.send(request, &home).await.unwrap();
+    assert_eq!(response.headers()["content-length"], "5000");
+    assert!(response.body().is_end_stream());
+    assert_eq!(
+        home.lock().len(),
+        1,
+        "back at once: there is no body to read"
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_goes_chunked_and_a_failing_one_is_an_error() {
+    let (addr, mut requests) =
+        provider(vec![vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]]).await;
+    // A client's body of unknown length, as hyper gives a chunked request.
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"hello "))),
+        Ok(Frame::data(Bytes::new())),
+        Ok(Frame::data(Bytes::from_static(b"world"))),
+    ]);
+    let mut conn = connect(addr).await;
+    let head = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    conn.write_request(head, StreamBody::new(frames), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests.recv().await.unwrap(),
+        b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
+    );
+
+    let failing = futures_util::stream::iter([
+        Ok(Frame::data(Bytes::from_static(b"part"))),
+        Err(std::io::Error::other("client went away")),
+    ]);
+    let err = conn
+        .write_request(
+            b"POST / HTTP/1.1\r\n\r\n".to_vec(),
+            StreamBody::new(failing),
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Http1Error::RequestBody(_)), "{err}");
+}
