@@ -278,7 +278,11 @@ impl Connection {
 
     /// Reads what the socket has into the buffer: the number of bytes, 0 at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Http1Error>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+        let spare = self.buf.capacity() - self.buf.len();
+        // Once the bytes read before are all taken and let go, read from the buffer's start
+        // again: a paced stream then touches the buffer's first page only, not all of it.
+        let reclaimed = self.buf.is_empty() && spare < READ_SIZE && self.buf.try_reclaim(READ_SIZE);
+        if !reclaimed && spare < READ_SIZE / 2 {
             self.buf.reserve(READ_SIZE);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)

@@ -460,3 +460,29 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_failing_one_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, Http1Error::RequestBody(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
+    let (addr, _requests) = provider(vec![vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"6\r\nchunk \r\n",
+        b"6\r\nchunk \r\n",
+        b"6\r\nchunk \r\n",
+        b"0\r\n\r\n",
+    ]])
+    .await;
+    let home = Arc::new(IdleList::default());
+    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    let mut body = response.into_body();
+    let mut starts = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        assert_eq!(&data[..], b"chunk ");
+        starts.push(data.as_ptr());
+        // Let go, as the client connection does once the chunk is written.
+        drop(data);
+    }
+    assert_eq!(starts.len(), 3);
+    assert!(starts.iter().all(|&start| start == starts[0]), "{starts:?}");
+    assert_eq!(home.lock().len(), 1);
+}
