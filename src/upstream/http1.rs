@@ -169,8 +169,19 @@ impl Connection {
         let (parts, body) = request.into_parts();
         let length = body.size_hint().exact();
         let head = encode_head(&parts.method, &parts.uri, &parts.headers, length);
-        self.write_request(head, body, length.is_none()).await?;
-        let head = self.read_head().await?;
+        let head = match self.write_request(head, body, length.is_none()).await {
+            Ok(Sent::Whole) => self.read_head().await?,
+            // The provider answered before it took all of the request (an early `413`, say):
+            // that answer is the client's. The connection is not used again.
+            Ok(Sent::Cut) => self.read_head().await?.last(),
+            // It may also have answered and closed: its answer, if it is there, says more than
+            // the failed write.
+            Err(Http1Error::Write(err)) => match self.read_head().await {
+                Ok(head) => head.last(),
+                Err(_) => return Err(Http1Error::Write(err)),
+            },
+            Err(err) => return Err(err),
+        };
         let mut body = Http1Body {
             conn: Some(self),
             framing: if parts.method == Method::HEAD {
@@ -187,13 +198,14 @@ impl Connection {
         Ok(head.response.map(|()| body))
     }
 
-    /// Writes the head and the body; a body's first frame goes out with the head.
+    /// Writes the head and the body; a body's first frame goes out with the head. Stops early
+    /// when the provider starts answering meanwhile.
     async fn write_request<B>(
         &mut self,
         head: Vec<u8>,
         body: B,
         chunked: bool,
-    ) -> Result<(), Http1Error>
+    ) -> Result<Sent, Http1Error>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -217,11 +229,16 @@ impl Connection {
             let head = head.take().unwrap_or_default();
             let Some(data) = data else {
                 let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-                self.write_all(&mut [IoSlice::new(&head), IoSlice::new(end)])
-                    .await?;
+                if self
+                    .write_all(&mut [IoSlice::new(&head), IoSlice::new(end)])
+                    .await?
+                    == Sent::Cut
+                {
+                    return Ok(Sent::Cut);
+                }
                 break;
             };
-            if chunked {
+            let sent = if chunked {
                 let size = format!("{:x}\r\n", data.len());
                 self.write_all(&mut [
                     IoSlice::new(&head),
@@ -229,29 +246,45 @@ impl Connection {
                     IoSlice::new(&data),
                     IoSlice::new(b"\r\n"),
                 ])
-                .await?;
+                .await?
             } else {
                 self.write_all(&mut [IoSlice::new(&head), IoSlice::new(&data)])
-                    .await?;
+                    .await?
+            };
+            if sent == Sent::Cut {
+                return Ok(Sent::Cut);
             }
         }
         poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
             .await
-            .map_err(Http1Error::Write)
+            .map_err(Http1Error::Write)?;
+        Ok(Sent::Whole)
     }
 
-    async fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), Http1Error> {
+    /// Writes all of `slices`, unless the provider sends something while the socket takes no
+    /// more (it answers before reading the rest, or closes): `Sent::Cut` then.
+    async fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<Sent, Http1Error> {
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
-            let written = poll_fn(|cx| Pin::new(&mut self.io).poll_write_vectored(cx, slices))
+            let written =
+                poll_fn(
+                    |cx| match Pin::new(&mut self.io).poll_write_vectored(cx, slices) {
+                        Poll::Ready(written) => Poll::Ready(written.map(Some)),
+                        // What it sent, or its error, is read with the answer.
+                        Poll::Pending => self.poll_fill(cx).map(|_| Ok(None)),
+                    },
+                )
                 .await
                 .map_err(Http1Error::Write)?;
+            let Some(written) = written else {
+                return Ok(Sent::Cut);
+            };
             if written == 0 {
                 return Err(Http1Error::Write(io::ErrorKind::WriteZero.into()));
             }
             IoSlice::advance_slices(&mut slices, written);
         }
-        Ok(())
+        Ok(Sent::Whole)
     }
 
     /// Reads the answer's head, skipping interim (`1xx`) ones.
@@ -339,12 +372,28 @@ fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// How much of a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Whole,
+    /// The provider answered, or closed, before it took all of it.
+    Cut,
+}
+
 /// An answer's head, read.
 struct Head {
     response: Response<()>,
     framing: Framing,
     /// The connection may take another request once the body has ended.
     keep_alive: bool,
+}
+
+impl Head {
+    /// The head of the last answer on its connection.
+    fn last(mut self) -> Head {
+        self.keep_alive = false;
+        self
+    }
 }
 
 /// What the start of the read buffer holds.

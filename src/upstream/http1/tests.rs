@@ -486,3 +486,40 @@ async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
     assert!(starts.iter().all(|&start| start == starts[0]), "{starts:?}");
     assert_eq!(home.lock().len(), 1);
 }
+
+#[tokio::test]
+async fn an_answer_before_the_whole_request_went_out_is_the_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // The head only; then an early refusal, and no more reading while the client writes.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(socket.read_u8().await.unwrap());
+        }
+        socket
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    });
+    // Far more than loopback's socket buffers take.
+    let body = Bytes::from(vec![b'x'; 64 << 20]);
+    let request = Request::post("/v1/files")
+        .body(Either::Left(Full::new(body)))
+        .unwrap();
+    let home = Arc::new(IdleList::default());
+    // Without looking for the answer while it writes, the client would wait for ever here.
+    let exchange = connect(addr).await.send(request, &home);
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .expect("the early answer is seen while the request is still going out")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(read_all(response.into_body()).await.unwrap(), b"too big!");
+    assert!(
+        home.lock().is_empty(),
+        "the rest of the request is still owed"
+    );
+}
