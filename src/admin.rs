@@ -21,6 +21,9 @@ pub use query::{BadParam, wildcard};
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The live feed and every other admin answer are fed by other tasks, or are whole.
+impl crate::server::IdleWhenPending for AdminBody {}
+
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {

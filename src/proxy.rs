@@ -32,6 +32,15 @@ use crate::upstream::{ClientError, Upstream};
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
 
+impl crate::server::IdleWhenPending for ProxyBody {
+    fn idle_when_pending(&self) -> bool {
+        match self {
+            Either::Left(metered) => metered.idle_when_pending(),
+            Either::Right(_) => false,
+        }
+    }
+}
+
 /// `handle`, with a panic turned into a 500 in the error shape (the request's record is still
 /// written, by its `InFlight` unwinding) instead of a dropped connection.
 pub async fn handle_guarded(app: App, req: Request<Incoming>, client: Peer) -> Response<ProxyBody> {

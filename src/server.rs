@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Settings;
 use crate::{admin, proxy};
+pub use coalesced::IdleWhenPending;
 use coalesced::{Coalesced, WriteNow};
 use sniffed::Sniffed;
 

@@ -44,6 +44,13 @@ pub struct MeteredBody {
 }
 
 impl MeteredBody {
+    /// Pending, this body waits for its upstream connection's socket, which it reads itself.
+    pub fn idle_when_pending(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(UpstreamBody::reads_own_socket)
+    }
+
     pub fn new(
         inner: UpstreamBody,
         meter: Option<Meter>,

@@ -11,8 +11,10 @@
 //! 200-chunk one 46.5 instead of 58.2.
 //!
 //! The response body tells the writer when waiting is pointless, through [`WriteNow`]: when it
-//! has ended (a whole non-streamed answer is written at once, without the extra turn), and
-//! when it has failed. hyper drops a connection, with the bytes it still holds, as soon as a
+//! has ended (a whole non-streamed answer is written at once, without the extra turn), when it
+//! has failed, and when it has nothing ready and reads its own socket (an answer on one of
+//! tokentap's own HTTP/1.1 upstream connections, see [`IdleWhenPending`]): then nothing comes
+//! within a turn, as no other task feeds it, and a paced stream's chunk leaves at once. hyper drops a connection, with the bytes it still holds, as soon as a
 //! body fails: the failure is held back one poll so those bytes go out first.
 //!
 //! A write that has waited its turn is made at once, also when hyper retries it after a
@@ -26,6 +28,15 @@ use std::task::{Context, Poll, ready};
 
 use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What a response body's `Pending` says to its connection's writer.
+pub trait IdleWhenPending {
+    /// Pending, the body has nothing more until new bytes reach a socket it reads itself: no
+    /// other task is about to hand it anything, so the writer has nothing to wait a turn for.
+    fn idle_when_pending(&self) -> bool {
+        false
+    }
+}
 
 /// Shared by a connection's writer and its response bodies: set when the bytes hyper holds
 /// should be written without waiting for more.
@@ -43,7 +54,7 @@ impl WriteNow {
     }
 
     /// A response whose body tells this connection's writer when to write at once.
-    pub fn response<B: hyper::body::Body>(
+    pub fn response<B: hyper::body::Body + IdleWhenPending>(
         &self,
         response: hyper::Response<B>,
     ) -> hyper::Response<Body<B>> {
@@ -153,7 +164,7 @@ pub struct Body<B: hyper::body::Body> {
     failure: Option<B::Error>,
 }
 
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Body<B>
+impl<B: hyper::body::Body + IdleWhenPending + Unpin> hyper::body::Body for Body<B>
 where
     B::Error: Unpin,
 {
@@ -168,7 +179,12 @@ where
         if let Some(failure) = this.failure.take() {
             return Poll::Ready(Some(Err(failure)));
         }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            if this.inner.idle_when_pending() {
+                this.write_now.set();
+            }
+            return Poll::Pending;
+        };
         match frame {
             Some(Err(failure)) => {
                 this.failure = Some(failure);
@@ -366,6 +382,50 @@ mod tests {
                 return Poll::Ready(Some(Err(io::Error::other("upstream reset"))));
             }
             Poll::Ready(None)
+        }
+    }
+
+    impl IdleWhenPending for Scripted {}
+    impl IdleWhenPending for http_body_util::Full<bytes::Bytes> {}
+    impl IdleWhenPending for http_body_util::Empty<bytes::Bytes> {}
+
+    /// A body with nothing ready yet, that says whether it reads its own socket.
+    struct Waiting {
+        idle: bool,
+    }
+
+    impl hyper::body::Body for Waiting {
+        type Data = bytes::Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    impl IdleWhenPending for Waiting {
+        fn idle_when_pending(&self) -> bool {
+            self.idle
+        }
+    }
+
+    #[test]
+    fn a_body_waiting_on_its_own_socket_has_its_write_made_at_once() {
+        use hyper::body::Body as _;
+        let (_wakes, waker) = context();
+        for idle in [true, false] {
+            let write_now = WriteNow::default();
+            let mut body = write_now
+                .response(hyper::Response::new(Waiting { idle }))
+                .into_body();
+            let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending());
+            let mut io = writer(100, write_now);
+            // Fed by another task, it might have more within a turn: that write waits.
+            assert_eq!(write(&mut io, &waker, b"chunk").is_ready(), idle, "{idle}");
         }
     }
 

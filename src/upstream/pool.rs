@@ -434,6 +434,14 @@ enum Inner {
     },
 }
 
+impl ResponseBody {
+    /// Read off its connection's socket as it is polled (HTTP/1.1), not handed over by a
+    /// connection's task (hyper's HTTP/2).
+    pub fn reads_own_socket(&self) -> bool {
+        matches!(self.inner, Inner::Http1(_))
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = ClientError;
