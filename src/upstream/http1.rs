@@ -261,21 +261,28 @@ impl Connection {
         Ok(Sent::Whole)
     }
 
-    /// Writes all of `slices`, unless the provider sends something while the socket takes no
-    /// more (it answers before reading the rest, or closes): `Sent::Cut` then.
+    /// Writes all of `slices`, unless the provider starts its final answer while the socket
+    /// takes no more (it answers before reading the rest), or closes: `Sent::Cut` then. Interim
+    /// answers meanwhile (a `100 Continue` to a forwarded `Expect`) are taken, and writing goes on.
     async fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<Sent, Http1Error> {
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
-            let written =
-                poll_fn(
-                    |cx| match Pin::new(&mut self.io).poll_write_vectored(cx, slices) {
-                        Poll::Ready(written) => Poll::Ready(written.map(Some)),
-                        // What it sent, or its error, is read with the answer.
-                        Poll::Pending => self.poll_fill(cx).map(|_| Ok(None)),
-                    },
-                )
-                .await
-                .map_err(Http1Error::Write)?;
+            let written = poll_fn(|cx| {
+                if let Poll::Ready(written) = Pin::new(&mut self.io).poll_write_vectored(cx, slices)
+                {
+                    return Poll::Ready(written.map(Some));
+                }
+                loop {
+                    match self.poll_fill(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(read)) if read > 0 && only_interim(&mut self.buf) => {}
+                        // The answer, the end or the error is read with the answer.
+                        Poll::Ready(_) => return Poll::Ready(Ok(None)),
+                    }
+                }
+            })
+            .await
+            .map_err(Http1Error::Write)?;
             let Some(written) = written else {
                 return Ok(Sent::Cut);
             };
@@ -368,6 +375,31 @@ fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
         n /= 10;
         if n == 0 {
             return &digits[at..];
+        }
+    }
+}
+
+/// Takes the whole interim answers at the start of `buf`; whether all there is, is interim or
+/// may still prove to be (too little of a status line to tell).
+fn only_interim(buf: &mut BytesMut) -> bool {
+    loop {
+        // "HTTP/1.x 1..": a status from 100 to 199.
+        let interim = buf
+            .iter()
+            .zip(b"HTTP/1.x 1")
+            .all(|(&byte, &expected)| byte == expected || expected == b'x');
+        if !interim {
+            return false;
+        }
+        if buf.len() < 10 {
+            return true;
+        }
+        match parse_head(buf) {
+            Ok(Parsed::Interim) => {}
+            Ok(Parsed::Partial) => return true,
+            // A `101` or a broken head (never a final answer's, taken here): left for the
+            // answer's reading to report.
+            Ok(Parsed::Final(_)) | Err(_) => return false,
         }
     }
 }

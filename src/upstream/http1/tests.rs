@@ -595,3 +595,73 @@ proptest::proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_continue_while_the_request_goes_out_does_not_stop_it() {
+    const SIZE: usize = 64 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(socket.read_u8().await.unwrap());
+        }
+        // At once, as a server does for `Expect: 100-continue`; then the body, then the answer.
+        socket
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = vec![0u8; SIZE];
+        socket.read_exact(&mut body).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    });
+    let request = Request::post("/v1/files")
+        .header("expect", "100-continue")
+        .body(Either::Left(Full::new(Bytes::from(vec![b'x'; SIZE]))))
+        .unwrap();
+    let home = Arc::new(IdleList::default());
+    // Taken for the answer, the `100` would stop the body, and both sides would wait for ever.
+    let exchange = connect(addr).await.send(request, &home);
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .expect("the whole request goes out")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
+    assert_eq!(home.lock().len(), 1);
+}
+
+#[test]
+fn only_interim_answers_let_a_request_go_on_being_written() {
+    let cases: [(&[u8], bool, &[u8]); 7] = [
+        (b"HTTP/1.1 1", true, b"HTTP/1.1 1"),
+        (b"HTTP/1.0", true, b"HTTP/1.0"),
+        (
+            b"HTTP/1.1 100 Continue\r\n",
+            true,
+            b"HTTP/1.1 100 Continue\r\n",
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", true, b""),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Payload Too Large\r\n",
+            false,
+            b"HTTP/1.1 413 Payload Too Large\r\n",
+        ),
+        (b"HTTP/1.1 2", false, b"HTTP/1.1 2"),
+        (b"garbage", false, b"garbage"),
+    ];
+    for (raw, interim, left) in cases {
+        let mut buf = BytesMut::from(raw);
+        assert_eq!(
+            (only_interim(&mut buf), &buf[..]),
+            (interim, left),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
