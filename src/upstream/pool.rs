@@ -7,8 +7,9 @@
 //! body ends. Here the response body itself gives its connection back when the upstream has
 //! sent all of it (`ResponseBody`), and a provider has exactly one pool, so there is no key.
 //!
-//! An idle connection is closed once it has been idle for longer than the idle timeout: by the
-//! request that finds it so, or by a sweep every half timeout, or when the provider closes it.
+//! An idle connection is closed once it has been idle for longer than the idle timeout, or
+//! once the provider has closed it: by the request that finds it so, or by a sweep every half
+//! timeout.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -92,9 +93,9 @@ fn close_expired(idle: &mut VecDeque<Idle>, timeout: Duration) {
     }
 }
 
-/// Closes expired idle connections while no request comes to find them: after a burst, the
-/// thousands of connections it opened (each with its read buffer) are let go within a timeout
-/// and a half. Ends with the pool.
+/// Closes expired idle connections, and those the provider closed, while no request comes to
+/// find them: after a burst, the thousands of connections it opened (each with its read buffer)
+/// are let go within a timeout and a half. Ends with the pool.
 async fn sweep(idle: Weak<IdleList>, timeout: Duration) {
     let mut ticks = tokio::time::interval(timeout / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,7 +104,9 @@ async fn sweep(idle: Weak<IdleList>, timeout: Duration) {
         let Some(idle) = idle.upgrade() else {
             return;
         };
-        close_expired(&mut idle.lock(), timeout);
+        let mut idle = idle.lock();
+        close_expired(&mut idle, timeout);
+        idle.retain_mut(|idle| idle.conn.is_open());
     }
 }
 
@@ -236,8 +239,8 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI: path and query only) and waits for the response head.
-    /// A request that a pooled connection closed before taking is sent again on another one;
-    /// a request that was sent is never sent twice.
+    /// A request offered to an HTTP/2 connection that closed before taking it is sent again on
+    /// another one; a request that was sent is never sent twice.
     pub async fn send(
         &self,
         mut request: Request<OutboundBody>,

@@ -197,6 +197,24 @@ async fn an_idle_connection_past_its_time_is_closed_with_no_request_to_find_it()
 }
 
 #[tokio::test]
+async fn an_idle_connection_the_provider_closed_is_let_go_before_its_time() {
+    let server = server(Answer::ThenHangUp).await;
+    let mut pool = pool_for(&server.base);
+    // Expired only after 20 s: before that, only the sweep's look at the socket lets it go.
+    pool.idle_timeout = Duration::from_secs(20);
+    let start = Instant::now();
+    assert_eq!(exchange(&pool, get("/a")).await, "hello");
+    assert_eq!(pool.idle.lock().len(), 1);
+    while !pool.idle.lock().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(19),
+            "a closed connection stayed in the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_request_goes_in_origin_form_with_the_providers_host() {
     let server = server(Answer::KeepAlive).await;
     let pool = pool_for(&server.base);
