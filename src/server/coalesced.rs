@@ -359,10 +359,12 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     }
 
-    /// A body that gives `frames` one by one, then fails if `fails`, else ends.
+    /// A body that gives `frames` one by one, then fails if `fails`, else ends; or, with
+    /// `pending`, then has nothing more for ever, saying whether it reads its own socket.
     struct Scripted {
         frames: Vec<&'static [u8]>,
         fails: bool,
+        pending: Option<bool>,
     }
 
     impl hyper::body::Body for Scripted {
@@ -381,36 +383,21 @@ mod tests {
             if std::mem::take(&mut this.fails) {
                 return Poll::Ready(Some(Err(io::Error::other("upstream reset"))));
             }
+            if this.pending.is_some() {
+                return Poll::Pending;
+            }
             Poll::Ready(None)
         }
     }
 
-    impl IdleWhenPending for Scripted {}
+    impl IdleWhenPending for Scripted {
+        fn idle_when_pending(&self) -> bool {
+            self.pending == Some(true)
+        }
+    }
+
     impl IdleWhenPending for http_body_util::Full<bytes::Bytes> {}
     impl IdleWhenPending for http_body_util::Empty<bytes::Bytes> {}
-
-    /// A body with nothing ready yet, that says whether it reads its own socket.
-    struct Waiting {
-        idle: bool,
-    }
-
-    impl hyper::body::Body for Waiting {
-        type Data = bytes::Bytes;
-        type Error = io::Error;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
-            Poll::Pending
-        }
-    }
-
-    impl IdleWhenPending for Waiting {
-        fn idle_when_pending(&self) -> bool {
-            self.idle
-        }
-    }
 
     #[test]
     fn a_body_waiting_on_its_own_socket_has_its_write_made_at_once() {
@@ -418,8 +405,13 @@ mod tests {
         let (_wakes, waker) = context();
         for idle in [true, false] {
             let write_now = WriteNow::default();
+            let waiting = Scripted {
+                frames: Vec::new(),
+                fails: false,
+                pending: Some(idle),
+            };
             let mut body = write_now
-                .response(hyper::Response::new(Waiting { idle }))
+                .response(hyper::Response::new(waiting))
                 .into_body();
             let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
             assert!(polled.is_pending());
@@ -439,7 +431,12 @@ mod tests {
 
     fn scripted(frames: Vec<&'static [u8]>, fails: bool) -> (WriteNow, Body<Scripted>) {
         let write_now = WriteNow::default();
-        let response = write_now.response(hyper::Response::new(Scripted { frames, fails }));
+        let body = Scripted {
+            frames,
+            fails,
+            pending: None,
+        };
+        let response = write_now.response(hyper::Response::new(body));
         (write_now, response.into_body())
     }
 

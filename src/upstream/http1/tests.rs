@@ -487,35 +487,66 @@ async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
     assert_eq!(home.lock().len(), 1);
 }
 
-#[tokio::test]
-async fn an_answer_before_the_whole_request_went_out_is_the_answer() {
+/// A provider that takes one connection, reads a request's head, then hands the socket to
+/// `then` and keeps it open.
+async fn after_the_head<F, Fut>(then: F) -> SocketAddr
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = TcpStream> + Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
-        // The head only; then an early refusal, and no more reading while the client writes.
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             head.push(socket.read_u8().await.unwrap());
         }
+        let _open = then(socket).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    });
+    addr
+}
+
+/// Sends a 64 MiB request, far more than loopback's socket buffers take, with `expect` if
+/// given; the answer, or a panic when there is none within a minute.
+async fn send_large(
+    addr: SocketAddr,
+    expect: Option<&str>,
+    home: &Arc<IdleList>,
+    why: &str,
+) -> Response<Http1Body> {
+    let mut request = Request::post("/v1/files");
+    if let Some(expect) = expect {
+        request = request.header("expect", expect);
+    }
+    let request = request
+        .body(Either::Left(Full::new(Bytes::from(vec![b'x'; LARGE]))))
+        .unwrap();
+    let exchange = connect(addr).await.send(request, home);
+    tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .expect(why)
+        .unwrap()
+}
+
+const LARGE: usize = 64 << 20;
+
+#[tokio::test]
+async fn an_answer_before_the_whole_request_went_out_is_the_answer() {
+    // An early refusal, and no more reading while the client writes.
+    let addr = after_the_head(|mut socket| async move {
         socket
             .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
             .await
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    });
-    // Far more than loopback's socket buffers take.
-    let body = Bytes::from(vec![b'x'; 64 << 20]);
-    let request = Request::post("/v1/files")
-        .body(Either::Left(Full::new(body)))
-        .unwrap();
+        socket
+    })
+    .await;
     let home = Arc::new(IdleList::default());
     // Without looking for the answer while it writes, the client would wait for ever here.
-    let exchange = connect(addr).await.send(request, &home);
-    let response = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
-        .await
-        .expect("the early answer is seen while the request is still going out")
-        .unwrap();
+    let why = "the early answer is seen while the request is still going out";
+    let response = send_large(addr, None, &home, why).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"too big!");
     assert!(
@@ -598,39 +629,30 @@ proptest::proptest! {
 
 #[tokio::test]
 async fn a_continue_while_the_request_goes_out_does_not_stop_it() {
-    const SIZE: usize = 64 << 20;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(socket.read_u8().await.unwrap());
-        }
-        // At once, as a server does for `Expect: 100-continue`; then the body, then the answer.
+    // At once, as a server does for `Expect: 100-continue`; then the body, then the answer.
+    let addr = after_the_head(|mut socket| async move {
         socket
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
             .unwrap();
-        let mut body = vec![0u8; SIZE];
+        let mut body = vec![0u8; LARGE];
         socket.read_exact(&mut body).await.unwrap();
         socket
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             .await
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    });
-    let request = Request::post("/v1/files")
-        .header("expect", "100-continue")
-        .body(Either::Left(Full::new(Bytes::from(vec![b'x'; SIZE]))))
-        .unwrap();
+        socket
+    })
+    .await;
     let home = Arc::new(IdleList::default());
     // Taken for the answer, the `100` would stop the body, and both sides would wait for ever.
-    let exchange = connect(addr).await.send(request, &home);
-    let response = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
-        .await
-        .expect("the whole request goes out")
-        .unwrap();
+    let response = send_large(
+        addr,
+        Some("100-continue"),
+        &home,
+        "the whole request goes out",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
     assert_eq!(home.lock().len(), 1);
