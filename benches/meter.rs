@@ -1,6 +1,7 @@
 //! The meter on its own: bytes of SSE per second and time per chunk, for content chunks that
 //! carry no usage (the template), fed a line at a time or in one piece, and for chunks that do
-//! (the full parse).
+//! (the full parse); and whole non-streamed answers: a chat completion, compact and
+//! pretty-printed as OpenAI sends it, and an embedding of 1536 floats.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,5 +60,44 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+const CHAT_ANSWER: &str = r#"{"id":"chatcmpl-AbCdEf0123456789","object":"chat.completion","created":1730000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you with the benchmark today? Let me know what you need.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":16,"total_tokens":28,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_0123456789"}"#;
+
+fn embedding_answer() -> String {
+    let floats: Vec<String> = (0..1536)
+        .map(|i| format!("{:.9}", ((i * 7919) % 2000) as f64 / 50_000.0 - 0.02))
+        .collect();
+    format!(
+        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[{}]}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":10,"total_tokens":10}}}}"#,
+        floats.join(",")
+    )
+}
+
+fn answers(c: &mut Criterion) {
+    let chat: serde_json::Value = serde_json::from_str(CHAT_ANSWER).unwrap();
+    for (name, dialect, body) in [
+        ("chat_answer", Dialect::Chat, CHAT_ANSWER.to_owned()),
+        (
+            "chat_answer_pretty",
+            Dialect::Chat,
+            serde_json::to_string_pretty(&chat).unwrap(),
+        ),
+        ("embedding_answer", Dialect::Embeddings, embedding_answer()),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function("whole", |b| {
+            b.iter(|| {
+                let mut meter = Meter::new(dialect, false, None, false);
+                let now = tokio::time::Instant::now();
+                meter.feed(body.as_bytes(), now);
+                let m = meter.finish(now);
+                assert!(m.usage.is_some());
+                m
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, answers);
 criterion_main!(benches);

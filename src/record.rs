@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-pub use crate::metering::usage::Usage;
+pub use crate::metering::usage::{RawUsage, Usage};
 
 /// The metered API a request path belongs to, by suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -106,7 +106,7 @@ pub struct Record {
     pub error: Option<String>,
     pub usage: Usage,
     /// The provider's usage object as it sent it (whitespace between tokens removed).
-    pub raw_usage: Option<Box<serde_json::value::RawValue>>,
+    pub raw_usage: Option<RawUsage>,
     pub usage_source: UsageSource,
     pub cost_usd: Option<f64>,
     pub upstream_request_id: Option<String>,

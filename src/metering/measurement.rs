@@ -2,11 +2,10 @@
 //! response's own usage locations are read (top level, `x_groq.usage`, `choices[i].usage`,
 //! `response.usage`, `message.usage`); a usage-shaped object anywhere else is not usage.
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::usage::merge_into;
+use super::usage::{RawUsage, merge_into};
 use crate::record::Endpoint;
 
 /// The API family a response belongs to, chosen from the request path.
@@ -40,7 +39,7 @@ const FIRST_TEXT: usize = 128;
 pub struct Measurement {
     /// The last usage object carried (merged field by field for Anthropic's events), as JSON
     /// text: the typed path copies it verbatim, with no tree built while the answer streams.
-    pub usage: Option<Box<RawValue>>,
+    pub usage: Option<RawUsage>,
     pub response_model: Option<String>,
     /// Output text seen, for an estimate when no usage arrives.
     pub text: String,
@@ -105,7 +104,7 @@ impl Measurement {
             None => serde_json::value::to_raw_value(map),
         };
         if let Ok(text) = text {
-            self.usage = Some(text);
+            self.usage = Some(text.into());
         }
     }
 
@@ -123,8 +122,9 @@ impl Measurement {
 
     /// The event's usage object (JSON text of an object) replaces any earlier one (OpenAI's
     /// streams carry it once).
-    pub(super) fn set_usage_text(&mut self, usage: &RawValue) {
-        self.usage = Some(usage.to_owned());
+    /// `usage` is JSON text the caller has checked.
+    pub(super) fn set_usage_text(&mut self, usage: &str) {
+        self.usage = Some(RawUsage::checked(usage));
     }
 
     fn set_error(&mut self, error: &Value) {

@@ -4,7 +4,7 @@
 
 mod members;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -19,6 +19,37 @@ pub struct Usage {
     pub cached_tokens: u64,
     pub reasoning_tokens: u64,
     pub cache_creation_tokens: u64,
+}
+
+/// A provider's usage object as its JSON text, checked once where it was read: held and handed
+/// to the recorder as text, with no second parse on the answer's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawUsage(Box<str>);
+
+impl RawUsage {
+    /// `text` is one JSON value that the caller has checked (the meter's strict reader did).
+    pub(crate) fn checked(text: &str) -> RawUsage {
+        RawUsage(text.into())
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Box<RawValue>> for RawUsage {
+    fn from(raw: Box<RawValue>) -> RawUsage {
+        RawUsage(raw.into())
+    }
+}
+
+/// Written into a record as the JSON it is, not as a string.
+impl Serialize for RawUsage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Only a record that is read (export, live feed, API) pays for this parse.
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
 }
 
 /// The usage a provider stated, normalised.
@@ -65,16 +96,16 @@ pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normal
 /// Normalises one usage object from its JSON text. The members it reads are parsed without
 /// building a tree; text that reading cannot take (a repeated key, a details member that is
 /// neither an object nor null...) goes through the tree, so the result is `normalize`'s.
-pub fn normalize_text(raw: &RawValue, family: UsageFamily) -> Result<Normalized, UsageError> {
+pub fn normalize_text(raw: &RawUsage, family: UsageFamily) -> Result<Normalized, UsageError> {
+    let raw = raw.get();
     // A struct would also read a JSON array, by position: only an object is a usage object.
-    if !raw.get().starts_with('{') {
+    if !raw.starts_with('{') {
         return Err(UsageError::NotAnObject);
     }
-    let members =
-        Members::scan(raw.get()).map_or_else(|| serde_json::from_str::<Members>(raw.get()), Ok);
+    let members = Members::scan(raw).map_or_else(|| serde_json::from_str::<Members>(raw), Ok);
     match members {
         Ok(members) => normalize_members(&members, family),
-        Err(_) => match serde_json::from_str::<Map<String, Value>>(raw.get()) {
+        Err(_) => match serde_json::from_str::<Map<String, Value>>(raw) {
             Ok(map) => normalize(&map, family),
             Err(_) => Err(UsageError::NotAnObject),
         },
@@ -193,7 +224,7 @@ fn count(value: Option<&Value>, key: &'static str) -> Result<Option<u64>, UsageE
 
 /// The provider's usage text as a record keeps it: without the whitespace between tokens (a
 /// pretty-printed body's indentation), strings and member order untouched.
-pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
+pub fn compact(raw: RawUsage) -> RawUsage {
     let text = raw.get();
     let bytes = text.as_bytes();
     if memchr::memchr3(b' ', b'\n', b'\r', bytes).is_none()
@@ -219,8 +250,8 @@ pub fn compact(raw: Box<RawValue>) -> Box<RawValue> {
             out.push(c);
         }
     }
-    // Removing insignificant whitespace keeps JSON valid; were it ever not, keep the original.
-    RawValue::from_string(out).unwrap_or(raw)
+    // Removing the whitespace between tokens keeps JSON valid.
+    RawUsage(out.into())
 }
 
 /// Folds `later` into `earlier` field by field (Anthropic's `message_delta` carries cumulative

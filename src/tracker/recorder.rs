@@ -160,7 +160,7 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
             )
         })
     };
-    let stated = m.usage.as_deref().map(|raw| normalize_text(raw, family));
+    let stated = m.usage.as_ref().map(|raw| normalize_text(raw, family));
     record.raw_usage = m.usage.take().map(compact);
     let countable =
         answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some();

@@ -77,7 +77,7 @@ fn measured_usage(m: &Measurement, dialect: Dialect) -> Option<[u64; 6]> {
     } else {
         UsageFamily::OpenAi
     };
-    let u = normalize_text(m.usage.as_deref()?, family)
+    let u = normalize_text(m.usage.as_ref()?, family)
         .expect("valid usage")
         .usage;
     Some([

@@ -330,7 +330,7 @@ proptest! {
     /// Reading the members straight from the text gives what reading the whole tree gives.
     #[test]
     fn text_reading_is_tree_reading(text in usage_text()) {
-        let raw = RawValue::from_string(text.clone()).expect("valid JSON");
+        let raw = RawUsage::from(RawValue::from_string(text.clone()).expect("valid JSON"));
         let map: Map<String, Value> = serde_json::from_str(&text).expect("an object");
         for family in [UsageFamily::OpenAi, UsageFamily::Anthropic] {
             prop_assert_eq!(normalize_text(&raw, family), normalize(&map, family), "{}", text);
@@ -440,7 +440,7 @@ fn scanning_takes_the_usage_objects_providers_send() {
 #[test]
 fn text_that_is_no_object_is_refused() {
     for text in ["5", "[1]", "\"usage\"", "null"] {
-        let raw = RawValue::from_string(text.to_owned()).expect("JSON");
+        let raw = RawUsage::from(RawValue::from_string(text.to_owned()).expect("JSON"));
         assert_eq!(
             normalize_text(&raw, UsageFamily::OpenAi),
             Err(UsageError::NotAnObject),
@@ -452,11 +452,22 @@ fn text_that_is_no_object_is_refused() {
 #[test]
 fn compact_drops_only_the_whitespace_between_tokens() {
     let pretty = "{\n  \"prompt_tokens\": 12,\n  \"note\": \"a \\\"b\\\" c\\\\\",\n  \"d\": {\"x\" : [1, 2]}\n}";
-    let raw = RawValue::from_string(pretty.to_owned()).expect("JSON");
+    let raw = RawUsage::from(RawValue::from_string(pretty.to_owned()).expect("JSON"));
     assert_eq!(
         compact(raw).get(),
         r#"{"prompt_tokens":12,"note":"a \"b\" c\\","d":{"x":[1,2]}}"#
     );
-    let tight = RawValue::from_string(r#"{"a":"x y"}"#.to_owned()).expect("JSON");
+    let tight = RawUsage::from(RawValue::from_string(r#"{"a":"x y"}"#.to_owned()).expect("JSON"));
     assert_eq!(compact(tight).get(), r#"{"a":"x y"}"#);
+}
+
+#[test]
+fn raw_usage_is_written_as_the_json_it_is() {
+    let raw = RawUsage::checked(r#"{"prompt_tokens":3,"note":"a \"b\""}"#);
+    let record = serde_json::json!({ "raw_usage": raw });
+    assert_eq!(record["raw_usage"]["prompt_tokens"], 3);
+    assert_eq!(
+        serde_json::to_string(&raw).expect("serialises"),
+        r#"{"prompt_tokens":3,"note":"a \"b\""}"#
+    );
 }
