@@ -6,6 +6,7 @@
 pub mod feed;
 mod in_flight;
 mod recorder;
+mod seq_hash;
 pub mod totals;
 
 use std::collections::VecDeque;
@@ -43,7 +44,7 @@ pub struct TrackerParts {
 }
 
 struct Inner {
-    active: DashMap<u64, Arc<Active>>,
+    active: DashMap<u64, Arc<Active>, seq_hash::SeqHash>,
     // Written by the recorder thread only; readers copy out what they need. Never held across
     // an await.
     completed: RwLock<VecDeque<Arc<Record>>>,
@@ -83,7 +84,7 @@ impl Tracker {
         } = parts;
         let (queue, receiver) = std::sync::mpsc::sync_channel(QUEUE);
         let tracker = Tracker(Arc::new(Inner {
-            active: DashMap::new(),
+            active: DashMap::default(),
             completed: RwLock::new(VecDeque::with_capacity(max_records.min(1 << 16))),
             max_records,
             prices,
