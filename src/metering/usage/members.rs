@@ -159,7 +159,8 @@ impl Members {
     /// where serde's reading took about 19 (4.9k instructions for OpenAI's chat usage, on
     /// the recorder thread). `None` for anything else it reads (a string or fractional count,
     /// a repeated member, an escaped key): the caller then reads it with serde, which decides.
-    /// `text` is one JSON value (a `RawValue`'s), so what is skipped needs no validating.
+    /// `text` is one JSON value (a `RawUsage`'s, checked when made), so what is skipped needs no
+    /// validating.
     pub fn scan(text: &str) -> Option<Members> {
         let mut cursor = Cursor {
             bytes: text.as_bytes(),
