@@ -120,9 +120,18 @@ fn list<'a, T>(
     Some(items)
 }
 
+/// Reads an object into a `T`, handing each key to `member` with the keys seen so far.
+fn read_object<'a, T: Default>(
+    r: &mut Reader<'a>,
+    mut member: impl FnMut(&mut T, &mut Seen, &mut Reader<'a>, &'a [u8]) -> Option<()>,
+) -> Option<T> {
+    let (mut out, mut seen) = (T::default(), Seen::default());
+    r.object(|r, key| member(&mut out, &mut seen, r, key))?;
+    Some(out)
+}
+
 fn read_event<'a>(r: &mut Reader<'a>) -> Option<Event<'a>> {
-    let (mut e, mut seen) = (Event::default(), Seen::default());
-    r.object(|r, key| {
+    read_object(r, |e: &mut Event<'a>, seen, r, key| {
         match key {
             b"model" => e.model = seen.read(0, r, Reader::string)?,
             b"usage" => e.usage = seen.read(1, r, Reader::raw_value)?,
@@ -137,13 +146,11 @@ fn read_event<'a>(r: &mut Reader<'a>) -> Option<Event<'a>> {
             _ => r.skip_value()?,
         }
         Some(())
-    })?;
-    Some(e)
+    })
 }
 
 fn read_choice<'a>(r: &mut Reader<'a>) -> Option<Choice<'a>> {
-    let (mut c, mut seen) = (Choice::default(), Seen::default());
-    r.object(|r, key| {
+    read_object(r, |c: &mut Choice<'a>, seen, r, key| {
         match key {
             b"text" => c.text = seen.read(0, r, Reader::string)?,
             b"delta" => c.delta = seen.read(1, r, read_part)?,
@@ -152,13 +159,11 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<Choice<'a>> {
             _ => r.skip_value()?,
         }
         Some(())
-    })?;
-    Some(c)
+    })
 }
 
 fn read_part<'a>(r: &mut Reader<'a>) -> Option<Part<'a>> {
-    let (mut p, mut seen) = (Part::default(), Seen::default());
-    r.object(|r, key| {
+    read_object(r, |p: &mut Part<'a>, seen, r, key| {
         // Text that is no string (an array of content parts) is left to the `Value` path.
         match key {
             b"content" => p.content = seen.read(0, r, Reader::string)?,
@@ -169,34 +174,29 @@ fn read_part<'a>(r: &mut Reader<'a>) -> Option<Part<'a>> {
             _ => r.skip_value()?,
         }
         Some(())
-    })?;
-    Some(p)
+    })
 }
 
 fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCall<'a>> {
-    let (mut t, mut seen) = (ToolCall::default(), Seen::default());
-    r.object(|r, key| {
+    read_object(r, |t: &mut ToolCall<'a>, seen, r, key| {
         match key {
             b"id" => t.has_id = seen.read(0, r, Reader::skip_value)?.is_some(),
             b"function" => t.function = seen.read(1, r, read_function)?,
             _ => r.skip_value()?,
         }
         Some(())
-    })?;
-    Some(t)
+    })
 }
 
 fn read_function<'a>(r: &mut Reader<'a>) -> Option<Function<'a>> {
-    let (mut f, mut seen) = (Function::default(), Seen::default());
-    r.object(|r, key| {
+    read_object(r, |f: &mut Function<'a>, seen, r, key| {
         match key {
             b"name" => f.name = seen.read(0, r, Reader::string)?,
             b"arguments" => f.arguments = seen.read(1, r, Reader::string)?,
             _ => r.skip_value()?,
         }
         Some(())
-    })?;
-    Some(f)
+    })
 }
 
 fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
