@@ -55,7 +55,7 @@ fn run(stream: &[u8], chunks: &[&[u8]]) -> Vec<Owned> {
     };
     for chunk in chunks {
         fed += chunk.len() as u64;
-        parser.feed(chunk, &mut |e| check(e, fed, &mut events));
+        parser.feed(chunk, &mut |e: SseEvent<'_>| check(e, fed, &mut events));
         let now = parser.settled_offset();
         assert!(now <= fed, "settled_offset {now} beyond bytes fed {fed}");
         assert!(
@@ -65,7 +65,7 @@ fn run(stream: &[u8], chunks: &[&[u8]]) -> Vec<Owned> {
         settled = now;
     }
     assert_eq!(fed, total);
-    parser.finish(&mut |e| check(e, fed, &mut events));
+    parser.finish(&mut |e: SseEvent<'_>| check(e, fed, &mut events));
     assert_eq!(
         parser.settled_offset(),
         total,

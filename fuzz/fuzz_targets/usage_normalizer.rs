@@ -8,13 +8,14 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokentap::metering::usage::{UsageFamily, normalize, normalize_text};
+use tokentap::metering::usage::{RawUsage, UsageFamily, normalize, normalize_text};
 
 fuzz_target!(|input: &[u8]| {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(input) else {
         return;
     };
     let raw: Box<RawValue> = serde_json::from_slice(input).expect("parsed as a Value above");
+    let raw = RawUsage::from(raw);
     let total_stated = map.get("total_tokens").is_some_and(|v| !v.is_null());
     for family in [UsageFamily::OpenAi, UsageFamily::Anthropic] {
         // Reading the members from the text must give what reading the tree gives.
