@@ -90,9 +90,9 @@ impl MeteredBody {
         self.done = true;
         self.inner = None;
         let now = Instant::now();
-        let measurement = self.meter.take().map(|meter| meter.finish(now));
+        let meter = self.meter.take();
         if let Some(in_flight) = self.in_flight.take() {
-            in_flight.finish(end, measurement, self.response_bytes, now);
+            in_flight.finish(end, meter, self.response_bytes, now);
         }
     }
 
