@@ -6,7 +6,7 @@ pub mod decode;
 pub mod drain;
 pub mod estimate;
 mod fast;
-mod json_reader;
+pub(crate) mod json_reader;
 pub mod json_scan;
 pub mod measurement;
 pub mod meter;

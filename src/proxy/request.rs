@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::metering::json_reader::Reader;
+
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow, default, deserialize_with = "raw")]
@@ -41,27 +43,83 @@ pub struct RequestFacts {
 
 /// Reads `body`; `None` when it is not a JSON object (it is then forwarded as sent).
 pub fn inspect(body: &[u8]) -> Option<RequestFacts> {
-    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-    let span = |raw: &RawValue| {
-        let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-        (start, start + raw.get().len())
+    let raw = match std::str::from_utf8(body).ok().and_then(read_members) {
+        Some(members) => members,
+        None => serde_members(body)?,
     };
-    let string =
-        |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
-    let stream_options = peek.stream_options.and_then(|r| {
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r.get()).ok()
-    });
+    facts(body, raw)
+}
+
+/// The raw text of the members tokentap reads, as slices of the body. A present `null` is
+/// `Some("null")`: `stream_options: null` must be told from absent.
+#[derive(Default)]
+struct Members<'a> {
+    model: Option<&'a str>,
+    stream: Option<&'a str>,
+    stream_options: Option<&'a str>,
+    user: Option<&'a str>,
+}
+
+/// The strict reader's pass: it declines (`None`) a body it does not read exactly as serde_json
+/// does (a repeated member, an escaped key, text that is not a JSON object), which then goes
+/// through [`serde_members`]. serde_json's derive spent about 2k instructions on the members of
+/// a short chat request, reading every key as a string and skipping `messages` a byte at a time.
+fn read_members(text: &str) -> Option<Members<'_>> {
+    let mut r = Reader::new(text);
+    let mut members = Members::default();
+    r.object(|r, key| {
+        let slot = match key {
+            b"model" => &mut members.model,
+            b"stream" => &mut members.stream,
+            b"stream_options" => &mut members.stream_options,
+            b"user" => &mut members.user,
+            _ => return r.skip_value(),
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(r.raw_value()?);
+        Some(())
+    })?;
+    r.end()?;
+    Some(members)
+}
+
+fn serde_members(body: &[u8]) -> Option<Members<'_>> {
+    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
+    Some(Members {
+        model: peek.model.map(RawValue::get),
+        stream: peek.stream.map(RawValue::get),
+        stream_options: peek.stream_options.map(RawValue::get),
+        user: peek.user.map(RawValue::get),
+    })
+}
+
+fn facts(body: &[u8], raw: Members<'_>) -> Option<RequestFacts> {
+    let span = |raw: &str| {
+        let start = raw.as_ptr() as usize - body.as_ptr() as usize;
+        (start, start + raw.len())
+    };
+    let string = |raw: Option<&str>| {
+        let mut r = Reader::new(raw?);
+        let text = r.string()?;
+        r.end()?;
+        Some(text.into_owned())
+    };
+    let stream_options = raw
+        .stream_options
+        .and_then(|r| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r).ok());
     Some(RequestFacts {
-        model: string(peek.model),
-        stream: peek.stream.is_some_and(|r| r.get() == "true"),
+        model: string(raw.model),
+        stream: raw.stream == Some("true"),
         include_usage: stream_options
             .as_ref()
             .and_then(|o| o.get("include_usage"))
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
-        user: string(peek.user),
-        model_span: peek.model.map(span),
-        stream_options_span: peek.stream_options.map(span),
+        user: string(raw.user),
+        model_span: raw.model.map(span),
+        stream_options_span: raw.stream_options.map(span),
         stream_options,
         object_start: body.iter().position(|b| *b == b'{')?,
     })
@@ -118,7 +176,119 @@ impl RequestFacts {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The members as spans of the body, so that two readings compare by where they point.
+    fn spans(body: &[u8], m: &Members<'_>) -> [Option<(usize, usize)>; 4] {
+        let span = |raw: Option<&str>| {
+            raw.map(|r| {
+                let start = r.as_ptr() as usize - body.as_ptr() as usize;
+                (start, start + r.len())
+            })
+        };
+        [
+            span(m.model),
+            span(m.stream),
+            span(m.stream_options),
+            span(m.user),
+        ]
+    }
+
+    /// A request-like JSON object, sometimes spoiled: members tokentap reads and others, values
+    /// of every kind (escapes, nesting, `null`), repeated and escaped keys, blanks, and a cut.
+    fn request_like() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "model",
+            "stream",
+            "stream_options",
+            "user",
+            "messages",
+            "max_tokens",
+            r"mod\u0065l",
+            r"us\u0065r",
+            "",
+        ]);
+        let value = prop::sample::select(vec![
+            r#""gpt-4o""#,
+            r#""openai/gpt-4o""#,
+            r#""caf\u00e9 \"q\" \ud83d\ude00""#,
+            r#""\ud800""#,
+            "true",
+            "false",
+            "null",
+            "-1.5e3",
+            "01",
+            r#"{"include_usage":true}"#,
+            r#"{"include_usage":false,"x":[1,{"y":null}]}"#,
+            r#"[{"role":"user","content":"Say \"hi\" {not: json}"}]"#,
+            "[1,2,]",
+            r#"{"a":1,}"#,
+        ]);
+        let blank = prop::sample::select(vec!["", " ", "\n  ", "\t"]);
+        (
+            prop::collection::vec((key, value, blank.clone()), 0..6),
+            blank,
+            any::<u8>(),
+            0usize..200,
+        )
+            .prop_map(|(members, blank, spoil, at)| {
+                let body = members
+                    .iter()
+                    .map(|(k, v, b)| format!("{b}\"{k}\"{b}:{b}{v}{b}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let text = format!("{blank}{{{body}}}{blank}");
+                let at = at.min(text.len());
+                match spoil % 8 {
+                    0 => text[..at].to_owned(),
+                    1 => format!("[{text}]"),
+                    2 => format!("{text} x"),
+                    _ => text,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever the strict reader takes, serde_json's derive reads the same members at the
+        /// same places; a plain object with no repeated member it always takes.
+        #[test]
+        fn the_reader_agrees_with_serde(text in request_like()) {
+            let body = text.as_bytes();
+            let serde = serde_members(body).map(|m| spans(body, &m));
+            match read_members(&text) {
+                Some(m) => prop_assert_eq!(Some(spans(body, &m)), serde, "{}", text),
+                None => {
+                    let plain = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .filter(serde_json::Value::is_object)
+                        .is_some_and(|_| !text.contains('\\'));
+                    let keys: Vec<&str> = text.split('"').skip(1).step_by(2).collect();
+                    let repeated = ["model", "stream", "stream_options", "user"]
+                        .iter()
+                        .any(|k| keys.iter().filter(|key| *key == k).count() > 1);
+                    prop_assert!(!plain || repeated, "declined {}", text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn falls_back_to_serde_where_the_reader_declines() {
+        // An escaped key is still the member it names.
+        let f = inspect(br#"{"mod\u0065l":"gpt-4o","stream":true}"#).expect("object");
+        assert_eq!(f.model.as_deref(), Some("gpt-4o"));
+        assert!(read_members(r#"{"mod\u0065l":"gpt-4o"}"#).is_none());
+        // Invalid UTF-8 in a string tokentap does not read: serde_json skips it unchecked.
+        let mut body = br#"{"model":"m","messages":[{"content":"x"}]}"#.to_vec();
+        body[37] = 0xff;
+        assert_eq!(inspect(&body).expect("object").model.as_deref(), Some("m"));
+        // A repeated member is refused by both.
+        assert!(inspect(br#"{"model":"a","model":"b"}"#).is_none());
+    }
 
     fn rewrite(body: &str, model: Option<&str>, usage: bool) -> String {
         let bytes = Bytes::copy_from_slice(body.as_bytes());
