@@ -10,13 +10,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 // Header names tokentap reads or writes, parsed once: a lookup by `&str` parses the name on
 // every call.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-pub static API_KEY: HeaderName = HeaderName::from_static("api-key");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_TOKENTAP_PROVIDER: HeaderName = HeaderName::from_static("x-tokentap-provider");
-pub static X_TOKENTAP_USER: HeaderName = HeaderName::from_static("x-tokentap-user");
-pub static X_TOKENTAP_TAGS: HeaderName = HeaderName::from_static("x-tokentap-tags");
-pub static X_CONVERSATION_ID: HeaderName = HeaderName::from_static("x-conversation-id");
-pub static X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 
 /// The client end of a connection, with its address already in the text `x-forwarded-for`
 /// takes: made once per connection, where formatting the address on every request cost about
@@ -38,22 +33,27 @@ impl Peer {
     }
 }
 
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+    matches!(
+        name.as_str(),
+        "connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: find out in one pass that allocates nothing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -85,29 +85,32 @@ pub fn upstream_request_headers(
     if body_rewritten {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-tokentap-"))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
+    let (mut ours, mut forwarded) = (false, false);
+    for (name, value) in headers.iter_mut() {
+        match name.as_str() {
+            // Credentials stay out of any debug output of the HTTP stack.
+            "authorization" | "x-api-key" | "api-key" | "cookie" => value.set_sensitive(true),
+            "x-forwarded-for" => forwarded = true,
+            name => ours |= name.starts_with("x-tokentap-"),
+        }
     }
-    // Credentials stay out of any debug output of the HTTP stack.
-    for name in [
-        &header::AUTHORIZATION,
-        &X_API_KEY,
-        &API_KEY,
-        &header::COOKIE,
-    ] {
-        if let Some(value) = headers.get_mut(name) {
-            value.set_sensitive(true);
+    if ours {
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-tokentap-"))
+            .cloned()
+            .collect();
+        for name in ours {
+            headers.remove(name);
         }
     }
     let Some(client) = &peer.forwarded_for else {
         return headers;
     };
-    let prior = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let prior = forwarded
+        .then(|| headers.get(&X_FORWARDED_FOR))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
     let forwarded = match prior.map(str::trim) {
         Some(prior) if !prior.is_empty() => {
             let client = client.to_str().unwrap_or_default();
@@ -148,6 +151,14 @@ mod tests {
         client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         client.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         client.insert("openai-beta", HeaderValue::from_static("assistants=v2"));
+        client.insert("x-tokentap-user", HeaderValue::from_static("u1"));
+        client.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-1"),
+        );
+        client.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        client.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        client.insert("api-key", HeaderValue::from_static("azure-key"));
         let peer = Peer::new("127.0.0.2:50000".parse().expect("address"));
         let up = upstream_request_headers(client, &peer, true);
         for gone in [
@@ -157,12 +168,35 @@ mod tests {
             "te",
             "host",
             "x-tokentap-provider",
+            "x-tokentap-user",
             "content-length",
         ] {
             assert!(!up.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(up["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(up["openai-beta"], "assistants=v2");
+        // Credentials go on, kept out of the HTTP stack's debug output.
+        for name in ["authorization", "cookie", "api-key"] {
+            assert!(
+                up.get_all(name).iter().all(HeaderValue::is_sensitive),
+                "{name}"
+            );
+        }
+        assert_eq!(up.get_all("cookie").iter().count(), 2);
+        assert!(!up["openai-beta"].is_sensitive());
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert("x-keep-alive-ish", HeaderValue::from_static("1"));
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]
