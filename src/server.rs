@@ -2,11 +2,12 @@
 //! connection, and the graceful drain on shutdown.
 
 mod coalesced;
+mod drain;
 mod sniffed;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use crate::config::Settings;
 use crate::{admin, proxy};
 pub use coalesced::IdleWhenPending;
 use coalesced::{Coalesced, WriteNow};
+use drain::{Drain, Ended};
 use sniffed::Sniffed;
 
 /// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
@@ -109,7 +110,7 @@ impl AcceptLoop {
             cut,
             role,
         } = self;
-        let graceful = GracefulShutdown::new();
+        let drain = Drain::default();
         let protocols = Arc::new(Protocols::new(app.settings()));
         loop {
             let (stream, peer) = tokio::select! {
@@ -127,9 +128,8 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let protocols = protocols.clone();
-            let watcher = graceful.watcher();
+            let drain = drain.clone();
             let stop = stop.clone();
-            let cut = cut.clone();
             match role {
                 Role::Proxy => {
                     // Boxed: hyper keeps a slot the size of the handler's future for the whole
@@ -147,7 +147,7 @@ impl AcceptLoop {
                             })
                         })
                     };
-                    tokio::spawn(protocols.serve(stream, peer, service, watcher, stop, cut));
+                    tokio::spawn(protocols.serve(stream, peer, service, drain, stop));
                 }
                 Role::Admin => {
                     let service = move |write_now: WriteNow| {
@@ -160,12 +160,19 @@ impl AcceptLoop {
                             }
                         })
                     };
-                    tokio::spawn(protocols.serve(stream, peer, service, watcher, stop, cut));
+                    tokio::spawn(protocols.serve(stream, peer, service, drain, stop));
                 }
             }
         }
         drop(listener);
-        graceful.shutdown().await;
+        drain.finish();
+        tokio::select! {
+            () = drain.closed() => {}
+            () = cut.cancelled() => {
+                drain.cut();
+                drain.closed().await;
+            }
+        }
     }
 }
 
@@ -209,9 +216,8 @@ impl Protocols {
         stream: TcpStream,
         peer: SocketAddr,
         service: impl FnOnce(WriteNow) -> S,
-        watcher: Watcher,
+        drain: Drain,
         stop: CancellationToken,
-        cut: CancellationToken,
     ) where
         S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
@@ -244,32 +250,24 @@ impl Protocols {
         let io = TokioIo::new(Coalesced::new(stream, write_now));
         if http2 {
             // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
-            Box::pin(async move {
-                let conn = pin!(watcher.watch(self.http2.serve_connection(io, service)));
-                serve_until_cut(conn, peer, &cut).await;
-            })
-            .await;
+            let ended = Box::pin(drain.watch(self.http2.serve_connection(io, service))).await;
+            report(ended, peer);
         } else {
             // Built in place and pinned where it stands: a connection future passed by value
             // into an async fn that moves it again is held twice in the task (1,920 bytes
             // where the connection is 872).
-            let conn = pin!(watcher.watch(self.http1.serve_connection(io, service)));
-            serve_until_cut(conn, peer, &cut).await;
+            let conn = pin!(drain.watch(self.http1.serve_connection(io, service)));
+            report(conn.await, peer);
         }
     }
 }
 
-async fn serve_until_cut<E: std::fmt::Display>(
-    conn: Pin<&mut impl Future<Output = Result<(), E>>>,
-    peer: SocketAddr,
-    cut: &CancellationToken,
-) {
-    tokio::select! {
-        result = conn => {
-            if let Err(err) = result {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
+fn report<E: std::fmt::Display>(ended: Ended<E>, peer: SocketAddr) {
+    match ended {
+        Ended::Closed(Ok(())) => {}
+        Ended::Closed(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
-        () = cut.cancelled() => tracing::debug!(%peer, "connection cut at the drain timeout"),
+        Ended::Cut => tracing::debug!(%peer, "connection cut at the drain timeout"),
     }
 }
