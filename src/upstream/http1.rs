@@ -481,11 +481,13 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
         .collect();
     let head = buf.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut lines = FramingLines::default();
     for (name_start, name_end, value_start, value_end) in spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Http1Error::Head("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| Http1Error::Head("a header value is invalid"))?;
+        lines.note(&name, &value);
         headers.append(name, value);
     }
     if status.is_informational() {
@@ -494,13 +496,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
         }
         return Ok(Parsed::Interim);
     }
-    let framing = framing(status, &headers)?;
-    let closes = headers
-        .get_all(CONNECTION)
-        .iter()
-        .any(|v| has_token(v.as_bytes(), b"close"));
     // An answer framed both ways may have been read wrongly by someone: the connection ends.
-    let ambiguous = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+    let ambiguous = lines.transfer_encoding.is_some() && lines.has_length;
+    let closes = lines.closes;
+    let framing = framing(status, lines)?;
     let keep_alive = version == Version::HTTP_11
         && !closes
         && !ambiguous
@@ -516,12 +515,69 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     }))
 }
 
+/// What the head's framing lines say, noted line by line as the head is read (looking them up
+/// in the finished map afterwards hashed five names again).
+struct FramingLines {
+    /// The last `Transfer-Encoding` line: its last coding is the one that frames the body.
+    transfer_encoding: Option<HeaderValue>,
+    /// Whether any `Content-Length` line came, and what they say together: one length, or
+    /// the first fault found in them.
+    has_length: bool,
+    length: Result<Option<u64>, Http1Error>,
+    /// A `Connection` line lists `close`.
+    closes: bool,
+}
+
+impl Default for FramingLines {
+    fn default() -> FramingLines {
+        FramingLines {
+            transfer_encoding: None,
+            has_length: false,
+            length: Ok(None),
+            closes: false,
+        }
+    }
+}
+
+impl FramingLines {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value.clone());
+        } else if *name == CONTENT_LENGTH {
+            self.has_length = true;
+            if let Ok(known) = self.length {
+                self.length = add_length(known, value);
+            }
+        } else if *name == CONNECTION {
+            self.closes |= has_token(value.as_bytes(), b"close");
+        }
+    }
+}
+
+/// The length so far and one more `Content-Length` line; each of its comma-separated parts
+/// must be digits, and all the same.
+fn add_length(mut length: Option<u64>, value: &HeaderValue) -> Result<Option<u64>, Http1Error> {
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        let parsed = std::str::from_utf8(part)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(Http1Error::Head("its Content-Length is invalid"))?;
+        if length.is_some_and(|known| known != parsed) {
+            return Err(Http1Error::Head("it has two different Content-Lengths"));
+        }
+        length = Some(parsed);
+    }
+    Ok(length)
+}
+
 /// How an answer's body ends (RFC 9112, section 6.3).
-fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Http1Error> {
+fn framing(status: StatusCode, lines: FramingLines) -> Result<Framing, Http1Error> {
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Ended);
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if let Some(last) = lines.transfer_encoding {
         let chunked = last
             .as_bytes()
             .rsplit(|&b| b == b',')
@@ -533,22 +589,7 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Http1Erro
             Framing::UntilClose
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let parsed = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(Http1Error::Head("its Content-Length is invalid"))?;
-            if length.is_some_and(|known| known != parsed) {
-                return Err(Http1Error::Head("it has two different Content-Lengths"));
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(match length {
+    Ok(match lines.length? {
         Some(0) => Framing::Ended,
         Some(length) => Framing::Length(length),
         None => Framing::UntilClose,

@@ -120,7 +120,7 @@ fn an_answer_head_gives_status_headers_framing_and_reuse() {
     assert_eq!(response.headers().get_all("set-cookie").iter().count(), 2);
     assert_eq!((framing, keep_alive), (Framing::Length(12), true));
 
-    let cases: [(&[u8], Framing, bool); 9] = [
+    let cases: [(&[u8], Framing, bool); 13] = [
         (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             Framing::Chunked(Chunked::Size),
@@ -158,6 +158,29 @@ fn an_answer_head_gives_status_headers_framing_and_reuse() {
         (
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n",
             Framing::Length(2),
+            false,
+        ),
+        // The last Transfer-Encoding line frames the body, whatever came before it.
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+            Framing::UntilClose,
+            false,
+        ),
+        // With Transfer-Encoding, a broken Content-Length is never read, but ends the reuse.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            Framing::Chunked(Chunked::Size),
+            false,
+        ),
+        // No body in a 204, whatever its Content-Length lines say.
+        (
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            Framing::Ended,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 4\r\nConnection: upgrade, close\r\n\r\n",
+            Framing::Length(4),
             false,
         ),
     ];
@@ -198,6 +221,8 @@ fn broken_heads_are_errors() {
         &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5, 6\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: \r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
