@@ -28,11 +28,7 @@ use crate::metrics::{Metrics, RecordNotes};
 use crate::record::Record;
 
 /// How many finished requests may wait for the recorder before new ones are dropped (counted).
-/// The channel writes every slot when it is made, and a slot holds a request's meter (about half
-/// a KiB), so this is resident memory from the start: 16,384 slots are 8.6 MiB, and at 45,000
-/// requests a second a third of a second of backlog, where the recorder takes its queue every
-/// millisecond.
-const QUEUE: usize = 16_384;
+const QUEUE: usize = 65_536;
 
 /// A cheap-to-clone handle on the shared tracker.
 #[derive(Clone)]

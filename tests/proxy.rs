@@ -135,6 +135,58 @@ async fn bodies_pass_byte_identical_sse_json_and_binary() {
     assert_eq!(records[0]["response_bytes"], 300_000);
 }
 
+/// Answers of 4 KiB and more are read by the meter in a task of their own, after their last
+/// write: their usage is still recorded, also when shutdown begins the moment they are out.
+#[tokio::test]
+async fn large_answers_are_metered_after_the_client_has_them() {
+    let floats: Vec<String> = (0..1536)
+        .map(|i| format!("{:.9}", (f64::from(i) * 0.37).sin()))
+        .collect();
+    let embedding = format!(
+        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[{}]}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":9,"total_tokens":9}}}}"#,
+        floats.join(",")
+    );
+    let chat = format!(
+        r#"{{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":1000,"total_tokens":1005}}}}"#,
+        "word ".repeat(1000)
+    );
+    let (embedding2, chat2) = (embedding.clone(), chat.clone());
+    let upstream = Upstream::start(handler(move |req| {
+        let body = match req.uri().path() {
+            "/v1/embeddings" => embedding2.clone(),
+            _ => chat2.clone(),
+        };
+        async move { full(200, "application/json", body) }
+    }))
+    .await;
+    let mut proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    for (path, answer) in [
+        ("/v1/embeddings", &embedding),
+        ("/v1/chat/completions", &chat),
+    ] {
+        let got = proxy
+            .client
+            .post(proxy.url(path))
+            .body(r#"{"model":"m","input":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap(), answer.as_bytes(), "{path}");
+    }
+    proxy.begin_shutdown();
+    proxy.wait_stopped().await;
+    let records = proxy.settled_records().await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(usage_of(&records[0]), [9, 0, 9, 0, 0, 0]);
+    assert_eq!(records[0]["response_model"], "text-embedding-3-small");
+    assert_eq!(usage_of(&records[1]), [5, 1000, 1005, 0, 0, 0]);
+    assert_eq!(records[1]["response_model"], "gpt-4o");
+    for record in &records {
+        assert_eq!(record["outcome"], "ok");
+        assert_eq!(record["usage_source"], "upstream");
+    }
+}
+
 #[tokio::test]
 async fn headers_routing_and_key_injection() {
     let a = Upstream::start(handler(|_req| async {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 
 use super::drain::Drainer;
 use super::meter::Meter;
@@ -41,6 +42,8 @@ pub struct MeteredBody {
     done: bool,
     /// Set under `--on-client-disconnect drain`.
     drainer: Option<Drainer>,
+    /// Where a meter whose end is a large parse finishes (see [`Meter::defers`]).
+    finishers: Option<TaskTracker>,
 }
 
 impl MeteredBody {
@@ -73,12 +76,21 @@ impl MeteredBody {
             ready: VecDeque::new(),
             done: false,
             drainer: None,
+            finishers: None,
         }
     }
 
     /// Keep reading the upstream, bounded, if the client leaves early.
     pub fn drain_on_disconnect(mut self, drainer: Drainer) -> MeteredBody {
         self.drainer = Some(drainer);
+        self
+    }
+
+    /// Finish large answers' meters in tasks of `tasks`, after the answer's last write: in the
+    /// body's own poll, the parse would hold that write back. The tasks run on the same
+    /// workers, and shutdown waits for them.
+    pub fn finish_large_answers_on(mut self, tasks: TaskTracker) -> MeteredBody {
+        self.finishers = Some(tasks);
         self
     }
 
@@ -90,9 +102,19 @@ impl MeteredBody {
         self.done = true;
         self.inner = None;
         let now = Instant::now();
-        let meter = self.meter.take();
-        if let Some(in_flight) = self.in_flight.take() {
-            in_flight.finish(end, meter, self.response_bytes, now);
+        let (meter, bytes) = (self.meter.take(), self.response_bytes);
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        match (meter, &self.finishers) {
+            // Spawned from the body's poll, the task runs once the connection's task yields:
+            // after hyper has written the frame this poll returns.
+            (Some(meter), Some(tasks)) if meter.defers() => {
+                tasks.spawn(async move {
+                    in_flight.finish(end, Some(meter.finish(now)), bytes, now);
+                });
+            }
+            (meter, _) => in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now),
         }
     }
 

@@ -62,7 +62,7 @@ impl Drainer {
                 }
             };
             let now = Instant::now();
-            in_flight.finish(ending, meter, bytes, now);
+            in_flight.finish(ending, meter.map(|m| m.finish(now)), bytes, now);
         });
     }
 }

@@ -79,8 +79,8 @@ pub fn respond(
         .and_then(|(_, v)| v.to_str().ok())
         .map(str::to_owned);
     in_flight.response_headers(status.as_u16(), request_id);
+    let sse = read.content_type.is_some_and(is_event_stream);
     let meter = dialect.map(|dialect| {
-        let sse = read.content_type.is_some_and(is_event_stream);
         let encoding = read.content_encoding.and_then(|v| v.to_str().ok());
         Meter::new(
             dialect,
@@ -102,6 +102,9 @@ pub fn respond(
     );
     if let Some(drainer) = app.drainer() {
         body = body.drain_on_disconnect(drainer.clone());
+    }
+    if dialect.is_some() && !sse {
+        body = body.finish_large_answers_on(app.tasks().clone());
     }
     Response::from_parts(parts, Either::Left(body))
 }

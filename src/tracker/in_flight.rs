@@ -12,8 +12,7 @@ use tokio::time::Instant;
 
 use super::Tracker;
 use super::recorder::Finished;
-use crate::metering::measurement::Dialect;
-use crate::metering::meter::Meter;
+use crate::metering::measurement::{Dialect, Measurement};
 use crate::metering::usage::Usage;
 use crate::record::{Endpoint, Outcome, Record, UsageSource};
 
@@ -188,14 +187,18 @@ impl InFlight {
         }
     }
 
-    /// The response body ended. The meter is finished on the recorder thread: its last step
-    /// (for a whole JSON answer, the one parse of the body) is kept out of the response's
-    /// path, where it would hold back the answer's last write.
-    pub fn finish(mut self, end: BodyEnd, meter: Option<Meter>, response_bytes: u64, now: Instant) {
+    /// The response body ended.
+    pub fn finish(
+        mut self,
+        end: BodyEnd,
+        measurement: Option<Measurement>,
+        response_bytes: u64,
+        now: Instant,
+    ) {
         self.finished = true;
         let response = self.active.response.lock().clone();
         let outcome_hint = Ending::Body(end);
-        self.submit(outcome_hint, response, meter, response_bytes, now);
+        self.submit(outcome_hint, response, measurement, response_bytes, now);
     }
 
     /// The request failed before any response: `outcome` and the error tokentap answered.
@@ -214,7 +217,7 @@ impl InFlight {
         &mut self,
         ending: Ending,
         response: Option<(u16, Option<String>)>,
-        meter: Option<Meter>,
+        measurement: Option<Measurement>,
         response_bytes: u64,
         now: Instant,
     ) {
@@ -227,7 +230,7 @@ impl InFlight {
             ending,
             status,
             upstream_request_id,
-            meter,
+            measurement,
             response_bytes,
             sent_at: self.sent_at,
             ended_at: now,

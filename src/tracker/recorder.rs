@@ -16,7 +16,6 @@ use std::time::Duration;
 use crate::cost::{Price, PriceTable};
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
-use crate::metering::meter::Meter;
 use crate::metering::usage::{Usage, UsageError, UsageFamily, compact, normalize_text};
 use crate::metrics::RecordNotes;
 use crate::record::{Outcome, Record, UsageSource};
@@ -26,8 +25,7 @@ pub(crate) struct Finished {
     pub(super) ending: Ending,
     pub(super) status: Option<u16>,
     pub(super) upstream_request_id: Option<String>,
-    /// The response's meter, finished here (see [`InFlight::finish`](super::InFlight::finish)).
-    pub(super) meter: Option<Meter>,
+    pub(super) measurement: Option<Measurement>,
     pub(super) response_bytes: u64,
     pub(super) sent_at: Instant,
     pub(super) ended_at: Instant,
@@ -115,17 +113,7 @@ pub(super) fn spawn(
 }
 
 /// Builds the record of a finished request.
-pub(crate) fn build_record(mut f: Finished) -> (Record, RecordNotes) {
-    let measurement = f.meter.take().and_then(|meter| {
-        let ended_at = f.ended_at;
-        // A meter that panics costs its own record's usage, never the recorder thread.
-        let finished =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || meter.finish(ended_at)));
-        if finished.is_err() {
-            f.ending = Ending::Body(BodyEnd::Panicked);
-        }
-        finished.ok()
-    });
+pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
     let mut notes = RecordNotes::default();
     let mut record = f.active.snapshot();
     record.finished_at = Some(f.finished_at);
@@ -133,11 +121,11 @@ pub(crate) fn build_record(mut f: Finished) -> (Record, RecordNotes) {
     record.upstream_request_id = f.upstream_request_id;
     record.duration_ms = millis(f.ended_at.saturating_duration_since(f.active.started));
     record.response_bytes = f.response_bytes;
-    let (outcome, error) = outcome_of(&f.ending, f.status, measurement.as_ref());
+    let (outcome, error) = outcome_of(&f.ending, f.status, f.measurement.as_ref());
     record.outcome = Some(outcome);
     record.error = error;
 
-    let Some(mut m) = measurement else {
+    let Some(mut m) = f.measurement else {
         record.usage_source = UsageSource::Missing;
         return (record, notes);
     };
