@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use super::in_flight::{Active, BodyEnd, Ending, millis};
 use super::{Inner, Tracker};
 use std::collections::HashMap;
-use std::sync::mpsc::TryRecvError;
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::cost::{Price, PriceTable};
 use crate::metering::estimate;
@@ -81,7 +81,7 @@ impl PriceCache {
 
 pub(super) fn spawn(
     tracker: Weak<Inner>,
-    queue: std::sync::mpsc::Receiver<Finished>,
+    mut queue: tokio::sync::mpsc::Receiver<Finished>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("tokentap-recorder".into())
