@@ -22,7 +22,7 @@ pub use query::{BadParam, wildcard};
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The live feed and every other admin answer are fed by other tasks, or are whole.
-impl crate::server::IdleWhenPending for AdminBody {}
+impl crate::server::WriterHints for AdminBody {}
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 

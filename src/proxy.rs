@@ -32,11 +32,18 @@ use crate::upstream::{ClientError, Upstream};
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
 
-impl crate::server::IdleWhenPending for ProxyBody {
+impl crate::server::WriterHints for ProxyBody {
     fn idle_when_pending(&self) -> bool {
         match self {
             Either::Left(metered) => metered.idle_when_pending(),
             Either::Right(_) => false,
+        }
+    }
+
+    fn after_write(&mut self) -> Option<crate::server::AfterWrite> {
+        match self {
+            Either::Left(metered) => metered.after_write(),
+            Either::Right(_) => None,
         }
     }
 }

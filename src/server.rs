@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Settings;
 use crate::{admin, proxy};
-pub use coalesced::IdleWhenPending;
+pub use coalesced::{AfterWrite, WriterHints};
 use coalesced::{Coalesced, WriteNow};
 use drain::{Drain, Ended};
 use sniffed::Sniffed;

@@ -135,8 +135,8 @@ async fn bodies_pass_byte_identical_sse_json_and_binary() {
     assert_eq!(records[0]["response_bytes"], 300_000);
 }
 
-/// Answers of 4 KiB and more are read by the meter in a task of their own, after their last
-/// write: their usage is still recorded, also when shutdown begins the moment they are out.
+/// Whole JSON answers are read by the meter after their last write (by the client connection's
+/// writer): their usage is still recorded, also when shutdown begins the moment they are out.
 #[tokio::test]
 async fn large_answers_are_metered_after_the_client_has_them() {
     let floats: Vec<String> = (0..1536)

@@ -12,10 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tokio_util::task::TaskTracker;
 
 use super::drain::Drainer;
 use super::meter::Meter;
+use crate::server::{AfterWrite, WriterHints};
 use crate::tracker::{BodyEnd, InFlight};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,18 +42,14 @@ pub struct MeteredBody {
     done: bool,
     /// Set under `--on-client-disconnect drain`.
     drainer: Option<Drainer>,
-    /// Where a meter whose end is a large parse finishes (see [`Meter::defers`]).
-    finishers: Option<TaskTracker>,
+    /// Leave the meter's end of a whole JSON answer to the connection's writer (see
+    /// [`MeteredBody::finish_after_write`]).
+    finish_after_write: bool,
+    /// That end, once the body has ended, until the writer takes it.
+    after_write: Option<AfterWrite>,
 }
 
 impl MeteredBody {
-    /// Pending, this body waits for its upstream connection's socket, which it reads itself.
-    pub fn idle_when_pending(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(UpstreamBody::reads_own_socket)
-    }
-
     pub fn new(
         inner: UpstreamBody,
         meter: Option<Meter>,
@@ -76,7 +72,8 @@ impl MeteredBody {
             ready: VecDeque::new(),
             done: false,
             drainer: None,
-            finishers: None,
+            finish_after_write: false,
+            after_write: None,
         }
     }
 
@@ -86,11 +83,12 @@ impl MeteredBody {
         self
     }
 
-    /// Finish large answers' meters in tasks of `tasks`, after the answer's last write: in the
-    /// body's own poll, the parse would hold that write back. The tasks run on the same
-    /// workers, and shutdown waits for them.
-    pub fn finish_large_answers_on(mut self, tasks: TaskTracker) -> MeteredBody {
-        self.finishers = Some(tasks);
+    /// Leave the meter's end of a whole JSON answer (the one parse of the body) to the client
+    /// connection's writer, which runs it right after writing the answer's last frame: in the
+    /// body's own poll it would hold that write back. Taken through
+    /// [`WriterHints::after_write`]; a body dropped first finishes on the spot.
+    pub fn finish_after_write(mut self) -> MeteredBody {
+        self.finish_after_write = true;
         self
     }
 
@@ -106,15 +104,13 @@ impl MeteredBody {
         let Some(in_flight) = self.in_flight.take() else {
             return;
         };
-        match (meter, &self.finishers) {
-            // Spawned from the body's poll, the task runs once the connection's task yields:
-            // after hyper has written the frame this poll returns.
-            (Some(meter), Some(tasks)) if meter.defers() => {
-                tasks.spawn(async move {
+        match meter {
+            Some(meter) if self.finish_after_write && meter.ends_with_a_parse() => {
+                self.after_write = Some(Box::new(move || {
                     in_flight.finish(end, Some(meter.finish(now)), bytes, now);
-                });
+                }));
             }
-            (meter, _) => in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now),
+            meter => in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now),
         }
     }
 
@@ -285,8 +281,28 @@ impl Body for MeteredBody {
     }
 }
 
+impl WriterHints for MeteredBody {
+    fn idle_when_pending(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(UpstreamBody::reads_own_socket)
+    }
+
+    fn after_write(&mut self) -> Option<AfterWrite> {
+        self.after_write.take()
+    }
+}
+
 impl Drop for MeteredBody {
     fn drop(&mut self) {
+        if let Some(work) = self.after_write.take() {
+            // Not taken by a writer (or while unwinding, when the work's own handle records the
+            // request as it is dropped).
+            if !std::thread::panicking() {
+                work();
+            }
+            return;
+        }
         if self.in_flight.is_none() {
             return;
         }

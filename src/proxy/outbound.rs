@@ -104,7 +104,7 @@ pub fn respond(
         body = body.drain_on_disconnect(drainer.clone());
     }
     if dialect.is_some() && !sse {
-        body = body.finish_large_answers_on(app.tasks().clone());
+        body = body.finish_after_write();
     }
     Response::from_parts(parts, Either::Left(body))
 }

@@ -13,12 +13,17 @@
 //! The response body tells the writer when waiting is pointless, through [`WriteNow`]: when it
 //! has ended (a whole non-streamed answer is written at once, without the extra turn), when it
 //! has failed, and when it has nothing ready and reads its own socket (an answer on one of
-//! tokentap's own HTTP/1.1 upstream connections, see [`IdleWhenPending`]): then nothing comes
+//! tokentap's own HTTP/1.1 upstream connections, see [`WriterHints`]): then nothing comes
 //! within a turn, as no other task feeds it, and a paced stream's chunk leaves at once. hyper drops a connection, with the bytes it still holds, as soon as a
 //! body fails: the failure is held back one poll so those bytes go out first.
 //!
 //! A write that has waited its turn is made at once, also when hyper retries it after a
 //! partial write or a full socket: only the first attempt of each write waits.
+//!
+//! A body may also leave work for after the write of the frame it just gave
+//! ([`WriterHints::after_write`]): the meter's end of a whole JSON answer, whose parse would
+//! otherwise sit between the upstream's last byte and the client's. The writer runs it once the
+//! write is made (or found no room), and what no write took runs when the connection ends.
 
 use std::io;
 use std::pin::Pin;
@@ -26,35 +31,82 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use parking_lot::Mutex;
+
 use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What a response body's `Pending` says to its connection's writer.
-pub trait IdleWhenPending {
+/// Work a response body leaves for after its connection's next write.
+pub type AfterWrite = Box<dyn FnOnce() + Send>;
+
+/// What a response body tells its connection's writer.
+pub trait WriterHints {
     /// Pending, the body has nothing more until new bytes reach a socket it reads itself: no
     /// other task is about to hand it anything, so the writer has nothing to wait a turn for.
     fn idle_when_pending(&self) -> bool {
         false
     }
+
+    /// Work to run once the frame just polled has been written: bookkeeping that needs not
+    /// hold the client's bytes back (the meter's end of a whole JSON answer, a parse of it).
+    fn after_write(&mut self) -> Option<AfterWrite> {
+        None
+    }
 }
 
 /// Shared by a connection's writer and its response bodies: set when the bytes hyper holds
-/// should be written without waiting for more.
+/// should be written without waiting for more, and holding the work left for after a write.
 #[derive(Clone, Default)]
-pub struct WriteNow(Arc<AtomicBool>);
+pub struct WriteNow(Arc<Signals>);
+
+#[derive(Default)]
+struct Signals {
+    now: AtomicBool,
+    /// Whether `after_write` holds anything, read without its lock on every write.
+    pending: AtomicBool,
+    after_write: Mutex<Vec<AfterWrite>>,
+}
+
+impl Drop for Signals {
+    /// The connection ended before the write they waited for: the work still runs.
+    fn drop(&mut self) {
+        let work = std::mem::take(self.after_write.get_mut());
+        if std::thread::panicking() {
+            // Dropped unrun: what the work held records itself (an in-flight request's handle
+            // writes its record when dropped), without running code that may have panicked.
+            return;
+        }
+        work.into_iter().for_each(|work| work());
+    }
+}
 
 impl WriteNow {
     fn set(&self) {
         // Relaxed: only a hint. Missed or stale, it costs or saves one turn, never a byte.
-        self.0.store(true, Ordering::Relaxed);
+        self.0.now.store(true, Ordering::Relaxed);
     }
 
     fn take(&self) -> bool {
-        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::Relaxed)
+        self.0.now.load(Ordering::Relaxed) && self.0.now.swap(false, Ordering::Relaxed)
+    }
+
+    fn defer(&self, work: AfterWrite) {
+        self.0.after_write.lock().push(work);
+        self.0.pending.store(true, Ordering::Release);
+    }
+
+    /// Runs the work left for after a write, in the order it was left.
+    fn run_after_write(&self) {
+        if !self.0.pending.load(Ordering::Acquire) {
+            return;
+        }
+        self.0.pending.store(false, Ordering::Relaxed);
+        let work = std::mem::take(&mut *self.0.after_write.lock());
+        work.into_iter().for_each(|work| work());
     }
 
     /// A response whose body tells this connection's writer when to write at once.
-    pub fn response<B: hyper::body::Body + IdleWhenPending>(
+    pub fn response<B: hyper::body::Body + WriterHints>(
         &self,
         response: hyper::Response<B>,
     ) -> hyper::Response<Body<B>> {
@@ -127,8 +179,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.wait_turn(cx));
-        let result = ready!(Pin::new(&mut this.io).poll_write(cx, buf));
-        Poll::Ready(this.written(result, buf.len()))
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.write_now.run_after_write();
+        Poll::Ready(this.written(ready!(result), buf.len()))
     }
 
     fn poll_write_vectored(
@@ -138,9 +191,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.wait_turn(cx));
-        let result = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs));
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        // The bytes are with the kernel (or it had no room: they wait for the client, and the
+        // work need not wait with them).
+        this.write_now.run_after_write();
         let offered = bufs.iter().map(|buf| buf.len()).sum();
-        Poll::Ready(this.written(result, offered))
+        Poll::Ready(this.written(ready!(result), offered))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -164,7 +220,7 @@ pub struct Body<B: hyper::body::Body> {
     failure: Option<B::Error>,
 }
 
-impl<B: hyper::body::Body + IdleWhenPending + Unpin> hyper::body::Body for Body<B>
+impl<B: hyper::body::Body + WriterHints + Unpin> hyper::body::Body for Body<B>
 where
     B::Error: Unpin,
 {
@@ -185,6 +241,9 @@ where
             }
             return Poll::Pending;
         };
+        if let Some(work) = this.inner.after_write() {
+            this.write_now.defer(work);
+        }
         match frame {
             Some(Err(failure)) => {
                 this.failure = Some(failure);
@@ -390,14 +449,14 @@ mod tests {
         }
     }
 
-    impl IdleWhenPending for Scripted {
+    impl WriterHints for Scripted {
         fn idle_when_pending(&self) -> bool {
             self.pending == Some(true)
         }
     }
 
-    impl IdleWhenPending for http_body_util::Full<bytes::Bytes> {}
-    impl IdleWhenPending for http_body_util::Empty<bytes::Bytes> {}
+    impl WriterHints for http_body_util::Full<bytes::Bytes> {}
+    impl WriterHints for http_body_util::Empty<bytes::Bytes> {}
 
     #[test]
     fn a_body_waiting_on_its_own_socket_has_its_write_made_at_once() {
@@ -506,5 +565,89 @@ mod tests {
         ));
         // Left set, it would let the next response's first write go before its end arrives.
         assert!(write(&mut io, &waker, b"next head").is_pending());
+    }
+
+    /// A body of one frame that leaves work for after the write, counting when it runs.
+    struct Leaving {
+        frame: Option<&'static [u8]>,
+        work: Option<AfterWrite>,
+    }
+
+    impl hyper::body::Body for Leaving {
+        type Data = bytes::Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
+            let frame = self.get_mut().frame.take();
+            Poll::Ready(frame.map(|data| Ok(Frame::data(bytes::Bytes::from_static(data)))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frame.is_none()
+        }
+    }
+
+    impl WriterHints for Leaving {
+        fn after_write(&mut self) -> Option<AfterWrite> {
+            if self.frame.is_none() {
+                self.work.take()
+            } else {
+                None
+            }
+        }
+    }
+
+    fn leaving(ran: &Arc<AtomicUsize>) -> Leaving {
+        let ran = ran.clone();
+        Leaving {
+            frame: Some(b"answer"),
+            work: Some(Box::new(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })),
+        }
+    }
+
+    #[test]
+    fn work_a_body_leaves_runs_after_the_write_of_its_frame() {
+        use hyper::body::Body as _;
+        let (_wakes, waker) = context();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let write_now = WriteNow::default();
+        let mut body = write_now
+            .response(hyper::Response::new(leaving(&ran)))
+            .into_body();
+        let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
+        assert!(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "not before the write");
+        let mut io = writer(100, write_now.clone());
+        // The body ended: its write is made at once, and the work runs right after it.
+        assert!(matches!(
+            write(&mut io, &waker, b"answer"),
+            Poll::Ready(Ok(6))
+        ));
+        assert_eq!(io.io.writes.len(), 1);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert!(write(&mut io, &waker, b"next").is_pending());
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "once");
+    }
+
+    #[test]
+    fn work_left_for_a_write_that_never_comes_runs_when_the_connection_ends() {
+        use hyper::body::Body as _;
+        let (_wakes, waker) = context();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let write_now = WriteNow::default();
+        let io = writer(0, write_now.clone());
+        let mut body = write_now
+            .response(hyper::Response::new(leaving(&ran)))
+            .into_body();
+        let _ = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
+        drop((body, write_now));
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the writer still holds it");
+        drop(io);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
     }
 }

@@ -283,20 +283,21 @@ fn malformed_events_count_as_parse_errors_and_never_panic() {
 }
 
 #[test]
-fn only_a_large_kept_body_defers_its_end() {
+fn only_a_kept_body_ends_with_a_parse() {
     let now = Instant::now();
     let mut chat = Meter::new(Dialect::Chat, false, None, false);
-    chat.feed(&[b' '; 4095], now);
-    assert!(!chat.defers());
-    chat.feed(b" ", now);
-    assert!(chat.defers(), "4 KiB kept whole");
+    chat.feed(&[b' '; 4096], now);
+    assert!(chat.ends_with_a_parse(), "kept whole");
     let mut stream = Meter::new(Dialect::Chat, true, None, false);
     stream.feed(&[b'\n'; 8192], now);
-    assert!(!stream.defers(), "a stream is read as it passes");
+    assert!(!stream.ends_with_a_parse(), "a stream is read as it passes");
     let mut messages = Meter::new(Dialect::Messages, false, None, false);
     messages.feed(&[b' '; 8192], now);
-    assert!(!messages.defers(), "scanned as it passes");
+    assert!(!messages.ends_with_a_parse(), "scanned as it passes");
     let mut huge = Meter::new(Dialect::Embeddings, false, None, false);
     huge.feed(&vec![b' '; 65 << 10], now);
-    assert!(!huge.defers(), "past the kept size, scanned as it passes");
+    assert!(
+        !huge.ends_with_a_parse(),
+        "past the kept size, scanned as it passes"
+    );
 }
