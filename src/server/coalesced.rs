@@ -419,11 +419,14 @@ mod tests {
     }
 
     /// A body that gives `frames` one by one, then fails if `fails`, else ends; or, with
-    /// `pending`, then has nothing more for ever, saying whether it reads its own socket.
+    /// `pending`, then has nothing more for ever, saying whether it reads its own socket. At
+    /// its end it leaves `work` for after the write.
+    #[derive(Default)]
     struct Scripted {
         frames: Vec<&'static [u8]>,
         fails: bool,
         pending: Option<bool>,
+        work: Option<AfterWrite>,
     }
 
     impl hyper::body::Body for Scripted {
@@ -453,6 +456,14 @@ mod tests {
         fn idle_when_pending(&self) -> bool {
             self.pending == Some(true)
         }
+
+        fn after_write(&mut self) -> Option<AfterWrite> {
+            if self.frames.is_empty() {
+                self.work.take()
+            } else {
+                None
+            }
+        }
     }
 
     impl WriterHints for http_body_util::Full<bytes::Bytes> {}
@@ -465,9 +476,8 @@ mod tests {
         for idle in [true, false] {
             let write_now = WriteNow::default();
             let waiting = Scripted {
-                frames: Vec::new(),
-                fails: false,
                 pending: Some(idle),
+                ..Scripted::default()
             };
             let mut body = write_now
                 .response(hyper::Response::new(waiting))
@@ -493,7 +503,7 @@ mod tests {
         let body = Scripted {
             frames,
             fails,
-            pending: None,
+            ..Scripted::default()
         };
         let response = write_now.response(hyper::Response::new(body));
         (write_now, response.into_body())
@@ -567,46 +577,15 @@ mod tests {
         assert!(write(&mut io, &waker, b"next head").is_pending());
     }
 
-    /// A body of one frame that leaves work for after the write, counting when it runs.
-    struct Leaving {
-        frame: Option<&'static [u8]>,
-        work: Option<AfterWrite>,
-    }
-
-    impl hyper::body::Body for Leaving {
-        type Data = bytes::Bytes;
-        type Error = io::Error;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<bytes::Bytes>, io::Error>>> {
-            let frame = self.get_mut().frame.take();
-            Poll::Ready(frame.map(|data| Ok(Frame::data(bytes::Bytes::from_static(data)))))
-        }
-
-        fn is_end_stream(&self) -> bool {
-            self.frame.is_none()
-        }
-    }
-
-    impl WriterHints for Leaving {
-        fn after_write(&mut self) -> Option<AfterWrite> {
-            if self.frame.is_none() {
-                self.work.take()
-            } else {
-                None
-            }
-        }
-    }
-
-    fn leaving(ran: &Arc<AtomicUsize>) -> Leaving {
+    /// One frame, then the end, leaving work for after the write that counts when it runs.
+    fn leaving(ran: &Arc<AtomicUsize>) -> Scripted {
         let ran = ran.clone();
-        Leaving {
-            frame: Some(b"answer"),
+        Scripted {
+            frames: vec![b"answer"],
             work: Some(Box::new(move || {
                 ran.fetch_add(1, Ordering::SeqCst);
             })),
+            ..Scripted::default()
         }
     }
 
@@ -619,8 +598,15 @@ mod tests {
         let mut body = write_now
             .response(hyper::Response::new(leaving(&ran)))
             .into_body();
-        let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
-        assert!(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
         assert_eq!(ran.load(Ordering::SeqCst), 0, "not before the write");
         let mut io = writer(100, write_now.clone());
         // The body ended: its write is made at once, and the work runs right after it.
@@ -644,7 +630,8 @@ mod tests {
         let mut body = write_now
             .response(hyper::Response::new(leaving(&ran)))
             .into_body();
-        let _ = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
+        let mut cx = Context::from_waker(&waker);
+        while let Poll::Ready(Some(_)) = Pin::new(&mut body).poll_frame(&mut cx) {}
         drop((body, write_now));
         assert_eq!(ran.load(Ordering::SeqCst), 0, "the writer still holds it");
         drop(io);
