@@ -23,7 +23,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
 SANITIZER=${FUZZ_SANITIZER:-address}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
-ALL_TARGETS=(sse_parser meter usage_normalizer config_loader)
+ALL_TARGETS=(sse_parser meter usage_normalizer config_loader request_inspect)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 export RUSTC_BOOTSTRAP=1

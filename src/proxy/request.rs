@@ -50,6 +50,13 @@ pub fn inspect(body: &[u8]) -> Option<RequestFacts> {
     facts(body, raw)
 }
 
+/// [`inspect`] by serde_json's derive alone: what the strict reader's pass must agree with
+/// wherever it takes a body (the fuzz target `request_inspect` compares the two).
+#[doc(hidden)]
+pub fn inspect_with_serde(body: &[u8]) -> Option<RequestFacts> {
+    facts(body, serde_members(body)?)
+}
+
 /// The raw text of the members tokentap reads, as slices of the body. A present `null` is
 /// `Some("null")`: `stream_options: null` must be told from absent.
 #[derive(Default)]
