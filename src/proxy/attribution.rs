@@ -99,9 +99,14 @@ pub fn fingerprint(key: &str) -> String {
 }
 
 fn fingerprint_of(digest: &[u8; 32]) -> String {
-    let mut out = String::from("key_");
+    // Hex digits pushed by hand: a `format!` per byte allocated six times a request (about
+    // 2.6k instructions of a short keyed request, callgrind).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    out.push_str("key_");
     for byte in &digest[..6] {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     out
 }
@@ -167,6 +172,14 @@ mod tests {
             attribute(&h2, None, &names).key_id.as_deref(),
             Some("anthropic-batch")
         );
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_first_twelve_hex_digits_of_the_sha256() {
+        // SHA-256("abc") is ba7816bf 8f01cfea ... (FIPS 180-2, appendix B.1).
+        assert_eq!(fingerprint("abc"), "key_ba7816bf8f01");
+        // Digits above 9 and below 0x10 in a byte: SHA-256("") is e3b0c442 98fc1c14 ...
+        assert_eq!(fingerprint(""), "key_e3b0c44298fc");
     }
 
     #[test]
