@@ -266,7 +266,14 @@ fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
     let running = start_demo("20s");
     let (proxy, admin) = (running.proxy, running.admin);
     let streams: Vec<_> = (0..100).map(|_| open_stream(proxy)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Every request read and under way before the signal (not a fixed wait: a debug build on
+    // a busy machine can take longer than that to read 100 requests, and a request that comes
+    // in after the drain began is rightly refused).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !admin_get(admin, "/api/counts").contains("\"started\":100,") {
+        assert!(std::time::Instant::now() < deadline, "the streams never all started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     sigterm(running.child.id());
     std::thread::sleep(Duration::from_millis(100));
     // Draining: not ready, but still alive.
