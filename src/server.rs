@@ -3,6 +3,7 @@
 
 mod coalesced;
 mod drain;
+mod head_timeout;
 mod sniffed;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::{admin, proxy};
 pub use coalesced::{AfterWrite, WriterHints};
 use coalesced::{Coalesced, WriteNow};
 use drain::{Drain, Ended};
+use head_timeout::HeadTimeout;
 use sniffed::Sniffed;
 
 /// The listeners `run` serves; bound by the caller, so tests pass `127.0.0.1:0`.
@@ -139,11 +141,11 @@ impl AcceptLoop {
                     let service = move |write_now: WriteNow| {
                         service_fn(move |req| {
                             let app = app.clone();
-                            let write_now = write_now.clone();
+                            let serving = write_now.begin();
                             let client = client.clone();
                             Box::pin(async move {
                                 let response = proxy::handle_guarded(app, req, client).await;
-                                Ok::<_, std::convert::Infallible>(write_now.response(response))
+                                Ok::<_, std::convert::Infallible>(serving.response(response))
                             })
                         })
                     };
@@ -153,10 +155,10 @@ impl AcceptLoop {
                     let service = move |write_now: WriteNow| {
                         service_fn(move |req| {
                             let app = app.clone();
-                            let write_now = write_now.clone();
+                            let serving = write_now.begin();
                             async move {
                                 let response = admin::handle(app, req).await;
-                                Ok::<_, std::convert::Infallible>(write_now.response(response))
+                                Ok::<_, std::convert::Infallible>(serving.response(response))
                             }
                         })
                     };
@@ -180,16 +182,17 @@ impl AcceptLoop {
 struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    /// How long a client may take to send the bytes that tell HTTP/1.1 from h2c.
-    sniff_timeout: Duration,
+    /// How long a client may take to send the bytes that tell HTTP/1.1 from h2c, and, on
+    /// HTTP/1.1, to begin its next request (see `head_timeout`).
+    header_timeout: Duration,
 }
 
 impl Protocols {
     fn new(settings: &Settings) -> Protocols {
         let mut http1 = http1::Builder::new();
+        // No timer and no `header_read_timeout`: `HeadTimeout` does that job for less.
         http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.client_header_timeout)
+            .header_read_timeout(None)
             .keep_alive(true)
             .max_buf_size(settings.max_header_bytes.max(8192) * 4);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -199,7 +202,7 @@ impl Protocols {
         Protocols {
             http1,
             http2,
-            sniff_timeout: settings.client_header_timeout,
+            header_timeout: settings.client_header_timeout,
         }
     }
 
@@ -226,7 +229,7 @@ impl Protocols {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let sniffing = tokio::time::timeout(self.sniff_timeout, Sniffed::read(stream));
+        let sniffing = tokio::time::timeout(self.header_timeout, Sniffed::read(stream));
         let sniffed = tokio::select! {
             biased;
             sniffed = sniffing => sniffed,
@@ -247,7 +250,7 @@ impl Protocols {
         };
         let write_now = WriteNow::default();
         let service = service(write_now.clone());
-        let io = TokioIo::new(Coalesced::new(stream, write_now));
+        let io = TokioIo::new(Coalesced::new(stream, write_now.clone()));
         if http2 {
             // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
             let ended = Box::pin(drain.watch(self.http2.serve_connection(io, service))).await;
@@ -256,7 +259,8 @@ impl Protocols {
             // Built in place and pinned where it stands: a connection future passed by value
             // into an async fn that moves it again is held twice in the task (1,920 bytes
             // where the connection is 872).
-            let conn = pin!(drain.watch(self.http1.serve_connection(io, service)));
+            let conn = self.http1.serve_connection(io, service);
+            let conn = pin!(drain.watch(HeadTimeout::new(conn, self.header_timeout, write_now)));
             report(conn.await, peer);
         }
     }

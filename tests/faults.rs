@@ -807,6 +807,55 @@ async fn connections_silent_or_stuck_in_the_h2c_preface_are_closed_at_the_header
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_while_busy_and_closes_when_idle() {
+    let fake = FakeUpstream::start().await;
+    let mut s = Scenario::sse_head();
+    for i in 0..8 {
+        s = s.chunk(content(&format!("w{i} "))).sleep_ms(150);
+    }
+    fake.script("slow-stream", s.chunk(usage_chunk(3, 8)).end_chunks());
+    let proxy = start(&fake, &["--client-header-timeout", "300ms"]).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Two streams of 1.2 s each on one connection, four header timeouts apart.
+    for _ in 0..2 {
+        let request = format!(
+            "POST {CHAT} HTTP/1.1\r\nHost: x\r\nx-fake: slow-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{STREAM_BODY}",
+            STREAM_BODY.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+                .await
+                .expect("the stream stalled")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed mid-stream: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("w7 "), "{answer}");
+    }
+    // Idle now: closed at the header timeout, with nothing more sent.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection was never closed");
+    assert_eq!(read.unwrap(), 0, "{rest:?}");
+    let r = invariants(&proxy, &fake, 2).await;
+    assert!(
+        r.iter()
+            .all(|r| r["outcome"] == "ok" && r["usage"]["completion_tokens"] == 8),
+        "{r:#?}"
+    );
+}
+
+#[tokio::test]
 async fn the_whole_request_timeout_also_bounds_the_wait_for_headers() {
     let fake = FakeUpstream::start().await;
     fake.script("stall-before-headers", Scenario::new().then(Step::Stall));

@@ -36,6 +36,8 @@ use parking_lot::Mutex;
 use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::head_timeout::Requests;
+
 /// Work a response body leaves for after its connection's next write.
 pub type AfterWrite = Box<dyn FnOnce() + Send>;
 
@@ -65,6 +67,8 @@ struct Signals {
     /// Whether `after_write` holds anything, read without its lock on every write.
     pending: AtomicBool,
     after_write: Mutex<Vec<AfterWrite>>,
+    /// Begun and answered, for the connection's head timeout.
+    requests: Requests,
 }
 
 impl Drop for Signals {
@@ -105,20 +109,51 @@ impl WriteNow {
         work.into_iter().for_each(|work| work());
     }
 
+    /// A request this connection has begun to serve: counted as answered when its response
+    /// body is dropped (or the request is, unanswered).
+    pub fn begin(&self) -> Serving {
+        self.0.requests.begin();
+        Serving(self.clone())
+    }
+
+    /// The requests this connection has begun and answered.
+    pub fn requests(&self) -> &Requests {
+        &self.0.requests
+    }
+}
+
+/// A request in flight on a connection; see [`WriteNow::begin`].
+pub struct Serving(WriteNow);
+
+impl Serving {
     /// A response whose body tells this connection's writer when to write at once.
     pub fn response<B: hyper::body::Body + WriterHints>(
-        &self,
+        self,
         response: hyper::Response<B>,
     ) -> hyper::Response<Body<B>> {
         if response.body().is_end_stream() {
             // hyper writes the head alone, without polling the body.
-            self.set();
+            self.0.set();
         }
         response.map(|body| Body {
             inner: body,
-            write_now: self.clone(),
+            serving: self,
             failure: None,
         })
+    }
+}
+
+impl std::ops::Deref for Serving {
+    type Target = WriteNow;
+
+    fn deref(&self) -> &WriteNow {
+        &self.0
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.0.requests.answer();
     }
 }
 
@@ -215,7 +250,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
 /// A response body that sets its connection's [`WriteNow`] when it ends or fails.
 pub struct Body<B: hyper::body::Body> {
     inner: B,
-    write_now: WriteNow,
+    serving: Serving,
     /// A failure held back for one poll, while hyper writes what it holds.
     failure: Option<B::Error>,
 }
@@ -237,28 +272,28 @@ where
         }
         let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
             if this.inner.idle_when_pending() {
-                this.write_now.set();
+                this.serving.set();
             }
             return Poll::Pending;
         };
         if let Some(work) = this.inner.after_write() {
-            this.write_now.defer(work);
+            this.serving.defer(work);
         }
         match frame {
             Some(Err(failure)) => {
                 this.failure = Some(failure);
-                this.write_now.set();
+                this.serving.set();
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
             Some(Ok(frame)) => {
                 if this.inner.is_end_stream() {
-                    this.write_now.set();
+                    this.serving.set();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             None => {
-                this.write_now.set();
+                this.serving.set();
                 Poll::Ready(None)
             }
         }
@@ -480,6 +515,7 @@ mod tests {
                 ..Scripted::default()
             };
             let mut body = write_now
+                .begin()
                 .response(hyper::Response::new(waiting))
                 .into_body();
             let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
@@ -505,7 +541,7 @@ mod tests {
             fails,
             ..Scripted::default()
         };
-        let response = write_now.response(hyper::Response::new(body));
+        let response = write_now.begin().response(hyper::Response::new(body));
         (write_now, response.into_body())
     }
 
@@ -549,13 +585,16 @@ mod tests {
         let (_wakes, waker) = context();
         let write_now = WriteNow::default();
         let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
-        let mut body = write_now.response(hyper::Response::new(whole)).into_body();
+        let mut body = write_now
+            .begin()
+            .response(hyper::Response::new(whole))
+            .into_body();
         assert!(!write_now.take());
         let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker));
         assert!(matches!(polled, Poll::Ready(Some(Ok(_)))));
         assert!(write_now.take(), "the last frame of a sized body ends it");
         let empty = http_body_util::Empty::<bytes::Bytes>::new();
-        let _ = write_now.response(hyper::Response::new(empty));
+        let _ = write_now.begin().response(hyper::Response::new(empty));
         assert!(
             write_now.take(),
             "hyper writes an empty body's head without polling it"
@@ -596,6 +635,7 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         let write_now = WriteNow::default();
         let mut body = write_now
+            .begin()
             .response(hyper::Response::new(leaving(&ran)))
             .into_body();
         let mut cx = Context::from_waker(&waker);
@@ -628,6 +668,7 @@ mod tests {
         let write_now = WriteNow::default();
         let io = writer(0, write_now.clone());
         let mut body = write_now
+            .begin()
             .response(hyper::Response::new(leaving(&ran)))
             .into_body();
         let mut cx = Context::from_waker(&waker);
