@@ -271,7 +271,10 @@ fn sigterm_with_100_streams_in_flight_lets_them_finish_then_exits_zero() {
     // in after the drain began is rightly refused).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !admin_get(admin, "/api/counts").contains("\"started\":100,") {
-        assert!(std::time::Instant::now() < deadline, "the streams never all started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streams never all started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     sigterm(running.child.id());

@@ -30,8 +30,9 @@ pub struct MeteredBody {
     idle: Duration,
     /// When the whole request must be over (`--request-timeout`).
     deadline: Instant,
-    /// Fires at the earlier of the idle limit and the deadline; moved on lazily.
-    timer: Pin<Box<Sleep>>,
+    /// Fires at the earlier of the idle limit and the deadline; moved on lazily. Made when the
+    /// upstream first keeps the body waiting: a short answer often comes whole with its head.
+    timer: Option<Pin<Box<Sleep>>>,
     last_frame: Instant,
     response_bytes: u64,
     /// Upstream bytes held back until their event is complete (stripping only).
@@ -64,7 +65,7 @@ impl MeteredBody {
             in_flight: Some(in_flight),
             idle,
             deadline,
-            timer: Box::pin(tokio::time::sleep_until((now + idle).min(deadline))),
+            timer: None,
             last_frame: now,
             response_bytes: 0,
             held: VecDeque::new(),
@@ -97,9 +98,13 @@ impl MeteredBody {
     }
 
     fn finish(&mut self, end: BodyEnd) {
+        self.finish_at(end, Instant::now());
+    }
+
+    /// `finish`, with the time already read for the body's last frame.
+    fn finish_at(&mut self, end: BodyEnd, now: Instant) {
         self.done = true;
         self.inner = None;
-        let now = Instant::now();
         let (meter, bytes) = (self.meter.take(), self.response_bytes);
         let Some(in_flight) = self.in_flight.take() else {
             return;
@@ -221,7 +226,7 @@ impl Body for MeteredBody {
                     };
                     if ended {
                         this.release_all(&[]);
-                        this.finish(BodyEnd::Complete);
+                        this.finish_at(BodyEnd::Complete, now);
                     }
                     if let Some(data) = direct {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -247,11 +252,15 @@ impl Body for MeteredBody {
                     this.finish(BodyEnd::Complete);
                 }
                 Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
+                    let (idle, deadline, last_frame) = (this.idle, this.deadline, this.last_frame);
+                    let timer = this.timer.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until((last_frame + idle).min(deadline)))
+                    });
+                    if timer.as_mut().poll(cx).is_ready() {
                         let idle_until = this.last_frame + this.idle;
                         let next = idle_until.min(this.deadline);
                         if next > Instant::now() {
-                            this.timer.as_mut().reset(next);
+                            timer.as_mut().reset(next);
                             continue;
                         }
                         let reason = if this.deadline <= idle_until {

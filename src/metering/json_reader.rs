@@ -327,9 +327,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How many ASCII digits the bytes start with. Eight at a time while it can: an embedding's
+/// floats are mostly digits, and a byte at a time they took about half of its parse (6.6
+/// instructions a digit, callgrind).
 #[inline(always)]
 fn digits(bytes: &[u8]) -> usize {
-    bytes.iter().take_while(|b| b.is_ascii_digit()).count()
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_NIBBLES: u64 = ONES * 0xF0;
+    let mut i = 0;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // A digit (0x30..=0x39) has a high nibble of 3 as it is and also with 6 added. The
+        // addition carries out of a byte only from 0xFA up, a non-digit, and so only alters
+        // bytes after the first non-digit, which are not counted.
+        let off = ((v & HIGH_NIBBLES) ^ (ONES * 0x30))
+            | ((v.wrapping_add(ONES * 0x06) & HIGH_NIBBLES) ^ (ONES * 0x30));
+        if off != 0 {
+            // The lowest byte with a bit set is the first non-digit.
+            return i + (off.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count()
 }
 
 /// How many bytes from the start need nothing done inside a string: no quote, no backslash, no

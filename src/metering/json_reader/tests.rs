@@ -215,3 +215,25 @@ proptest! {
         prop_assert_eq!(digits(&bytes), naive);
     }
 }
+
+#[test]
+fn digits_are_counted_up_to_the_first_non_digit_in_any_place_of_a_word() {
+    let naive = |bytes: &[u8]| bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    // Every byte value as the stop, at every place in the first two words and in the tail,
+    // followed by digits and by bytes whose +6 carries (0xFA and up).
+    for stop in 0..=255u8 {
+        for at in 0..20 {
+            for after in [b'7', 0xFF, b'/'] {
+                let mut text = vec![b'5'; at];
+                text.push(stop);
+                text.extend_from_slice(&[after; 9]);
+                for len in at..=text.len() {
+                    let bytes = &text[..len];
+                    assert_eq!(digits(bytes), naive(bytes), "{bytes:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(digits(b""), 0);
+    assert_eq!(digits(b"0123456789012345678"), 19);
+}
