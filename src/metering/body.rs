@@ -25,7 +25,9 @@ pub type UpstreamBody = crate::upstream::ResponseBody;
 
 pub struct MeteredBody {
     inner: Option<UpstreamBody>,
-    meter: Option<Meter>,
+    /// Boxed: a response is moved several times on its way to hyper (the handler's layers,
+    /// the connection's wrapper), and the meter is half of its size.
+    meter: Option<Box<Meter>>,
     in_flight: Option<InFlight>,
     idle: Duration,
     /// When the whole request must be over (`--request-timeout`).
@@ -61,7 +63,7 @@ impl MeteredBody {
         let now = Instant::now();
         MeteredBody {
             inner: Some(inner),
-            meter,
+            meter: meter.map(Box::new),
             in_flight: Some(in_flight),
             idle,
             deadline,
@@ -94,7 +96,7 @@ impl MeteredBody {
     }
 
     fn strips(&self) -> bool {
-        self.meter.as_ref().is_some_and(Meter::strips)
+        self.meter.as_deref().is_some_and(Meter::strips)
     }
 
     fn finish(&mut self, end: BodyEnd) {
@@ -341,7 +343,7 @@ impl Drop for MeteredBody {
                     drainer.spawn(
                         permit,
                         inner,
-                        self.meter.take(),
+                        self.meter.take().map(|meter| *meter),
                         in_flight,
                         self.response_bytes,
                     );
