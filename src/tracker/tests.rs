@@ -116,3 +116,21 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
     );
     assert!(exposition.contains("tokentap_active_requests{provider=\"p\"} 0"));
 }
+
+#[test]
+fn a_record_finishes_its_duration_after_it_started() {
+    let t = tracker();
+    let in_flight = InFlight::start(&t, start("timed"), None, None);
+    std::thread::sleep(Duration::from_millis(30));
+    in_flight.fail(Outcome::ClientError, 400, "bad".into());
+    settle(&t);
+    let record = t.get("timed").expect("recorded");
+    let finished = record.finished_at.expect("finished");
+    let took = finished - record.started_at;
+    assert!(record.duration_ms >= 30, "{}", record.duration_ms);
+    // Both from the same monotonic reading: they agree to the millisecond.
+    assert_eq!(
+        u64::try_from(took.whole_milliseconds()).expect("not negative"),
+        record.duration_ms
+    );
+}
