@@ -229,6 +229,19 @@ def cpu_ticks(pids):
     return total
 
 
+def core_ticks(cpu):
+    """(busy, total) jiffies of one CPU from /proc/stat; busy leaves out idle and iowait."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    values = [int(v) for v in line.split()[1:]]
+                    return sum(values) - values[3] - values[4], sum(values)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def status_kib(pids, key):
     total = 0
     for pid in pids:
@@ -260,6 +273,8 @@ class Monitor:
 
     def __enter__(self):
         self.rss_before = status_kib(self.pids, "VmRSS")
+        # How busy the load core is: at 100% the load side, not the proxy, sets the pace.
+        self.load0 = core_ticks(LOAD_CPU) if PIN else None
         self.ticks0, self.t0 = cpu_ticks(self.pids), time.monotonic()
         self.thread.start()
         return self
@@ -270,7 +285,12 @@ class Monitor:
         self.wall = time.monotonic() - self.t0
         ticks = cpu_ticks(self.pids) - self.ticks0
         self.peak_rss = max(self.peak_rss, status_kib(self.pids, "VmRSS"))
+        load1 = core_ticks(LOAD_CPU) if self.load0 else None
+        load_pct = None
+        if self.load0 and load1 and load1[1] > self.load0[1]:
+            load_pct = (load1[0] - self.load0[0]) / (load1[1] - self.load0[1]) * 100
         self.result = {
+            "load_cpu_pct": load_pct,
             "cpu_pct": (ticks / CLK_TCK) / self.wall * 100 if self.pids and self.wall > 0 else None,
             "cpu_s": ticks / CLK_TCK if self.pids else None,
             "rss_before_kib": self.rss_before if self.pids else None,
@@ -929,8 +949,8 @@ def render(results):
             out.append(table(header, body))
             out.append("")
             continue
-        header = ["conc", "target", "req/s", "p50 ms", "p99 ms", "+p50 / +p99 ms", "proxy CPU %", "peak RSS MiB",
-                  "req/s ÷ direct", "req/s ÷ nginx", "p99 ÷ nginx", "errors"]
+        header = ["conc", "target", "req/s", "p50 ms", "p99 ms", "+p50 / +p99 ms", "proxy CPU %", "load CPU %",
+                  "peak RSS MiB", "req/s ÷ direct", "req/s ÷ nginx", "p99 ÷ nginx", "errors"]
         body = []
         for conc in meta["concurrency"]:
             direct = index.get((scenario, conc, "direct"), {})
@@ -940,12 +960,12 @@ def render(results):
                 if r is None:
                     continue
                 if "failed" in r:
-                    body.append([conc, target, "failed"] + ["—"] * 8 + [r["failed"][:80]])
+                    body.append([conc, target, "failed"] + ["—"] * 9 + [r["failed"][:80]])
                     continue
                 body.append([
                     conc, target, fmt(r.get("rps"), 1), fmt(r.get("p50_ms"), 3), fmt(r.get("p99_ms"), 3),
                     added(r, direct) if target != "direct" else "—",
-                    fmt(r.get("cpu_pct"), 1), fmt(mib(r.get("peak_rss_kib")), 1),
+                    fmt(r.get("cpu_pct"), 1), fmt(r.get("load_cpu_pct"), 0), fmt(mib(r.get("peak_rss_kib")), 1),
                     ratio(r.get("rps"), direct.get("rps")) if target != "direct" else "—",
                     ratio(r.get("rps"), nginx.get("rps")) if target not in ("direct", "nginx") else "—",
                     ratio(r.get("p99_ms"), nginx.get("p99_ms")) if target not in ("direct", "nginx") else "—",
