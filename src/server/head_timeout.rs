@@ -26,8 +26,9 @@ use super::drain::Finish;
 /// Consecutive idle ticks that close a connection; a tick is an eighth of the timeout.
 const TICKS: u8 = 9;
 
-/// The requests a connection has begun and answered. Only one task counts each (the
-/// connection's), so relaxed increments do; the timer reads both on a tick.
+/// The requests a connection has begun and answered. Relaxed: the timer only compares the two
+/// counts on a tick, and no other memory is read on the strength of them. (On h2c each stream
+/// counts from its own task; only HTTP/1.1 connections have a head timeout to read them.)
 #[derive(Default)]
 pub struct Requests {
     begun: AtomicU32,
