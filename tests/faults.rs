@@ -37,6 +37,16 @@ fn usage_chunk(p: u64, c: u64) -> String {
     )
 }
 
+/// An SSE stream of `chunks` content chunks `w0 `, `w1 `… each followed by `pause_ms`, then a
+/// usage chunk of 1 prompt token and `completion` completion tokens.
+fn paced_stream(chunks: usize, pause_ms: u64, completion: u64) -> Scenario {
+    let mut s = Scenario::sse_head();
+    for i in 0..chunks {
+        s = s.chunk(content(&format!("w{i} "))).sleep_ms(pause_ms);
+    }
+    s.chunk(usage_chunk(1, completion)).end_chunks()
+}
+
 async fn start(fake: &FakeUpstream, extra: &[&str]) -> Proxy {
     let mut args = vec!["--upstream", fake.url().leak() as &str];
     args.extend_from_slice(extra);
@@ -809,11 +819,7 @@ async fn connections_silent_or_stuck_in_the_h2c_preface_are_closed_at_the_header
 #[tokio::test]
 async fn a_keep_alive_connection_outlives_the_header_timeout_while_busy_and_closes_when_idle() {
     let fake = FakeUpstream::start().await;
-    let mut s = Scenario::sse_head();
-    for i in 0..8 {
-        s = s.chunk(content(&format!("w{i} "))).sleep_ms(150);
-    }
-    fake.script("slow-stream", s.chunk(usage_chunk(3, 8)).end_chunks());
+    fake.script("slow-stream", paced_stream(8, 150, 8));
     let proxy = start(&fake, &["--client-header-timeout", "300ms"]).await;
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     // Two streams of 1.2 s each on one connection, four header timeouts apart.
@@ -876,11 +882,7 @@ async fn the_whole_request_timeout_also_bounds_the_wait_for_headers() {
 #[tokio::test]
 async fn the_whole_request_timeout_ends_a_stream_that_never_goes_idle() {
     let fake = FakeUpstream::start().await;
-    let mut s = Scenario::sse_head();
-    for i in 0..100 {
-        s = s.chunk(content(&format!("w{i} "))).sleep_ms(50);
-    }
-    fake.script("endless", s.chunk(usage_chunk(1, 1)).end_chunks());
+    fake.script("endless", paced_stream(100, 50, 1));
     // Chunks every 50 ms: the idle timeout never fires, the whole-request one does.
     let proxy = start(
         &fake,
