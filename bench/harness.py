@@ -40,7 +40,13 @@ def env_bool(name, default):
 
 
 QUICK = env_bool("QUICK", False)
-DURATION = float(os.environ.get("DURATION", "2" if QUICK else "10").rstrip("s"))
+DURATION = float(os.environ.get("DURATION", "2" if QUICK else "4").rstrip("s"))
+# Each load-tool cell (scenario, concurrency, target) is measured ROUNDS times, the targets in
+# turn within a round, and reported by its median round: one run on a busy or throttled machine
+# can be off by a fifth, and the targets' runs lie close together in time.
+ROUNDS = max(1, int(os.environ.get("ROUNDS", "1" if QUICK else "3")))
+# A paced run is one long run: its figures are distributions over many streams already.
+PACED_DURATION = DURATION * ROUNDS
 WARMUP = float(os.environ.get("WARMUP", "0.5" if QUICK else "1").rstrip("s"))
 CONCURRENCY = [int(c) for c in os.environ.get("CONCURRENCY", "1 16" if QUICK else "1 16 64 256").split()]
 ALL_SCENARIOS = ["chat", "stream-20", "stream-200", "paced-10ms", "embeddings", "memory"]
@@ -409,6 +415,41 @@ end
     }
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def combine_rounds(runs):
+    """One cell's rounds as one row: the median of each rate, latency and CPU share, counts
+    summed, the highest RSS. CPU per request is pooled: all the rounds' CPU time over all
+    their requests. Each round's own figures stay under `rounds`."""
+    done = [r for r in runs if "failed" not in r]
+    if not done:
+        return {"failed": runs[0]["failed"] if runs else "not run", "rounds": runs}
+    row = {key: median(r.get(key) for r in done)
+           for key in ("rps", "p50_ms", "p99_ms", "ttfb_p50_ms", "ttfb_p99_ms", "cpu_pct", "load_cpu_pct")}
+    for key in ("ok", "errors", "cut_by_deadline"):
+        row[key] = sum(r.get(key) or 0 for r in done)
+    kinds = {}
+    for r in done:
+        for kind, n in (r.get("error_kinds") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    row["error_kinds"] = kinds
+    for key in ("peak_rss_kib", "hwm_kib"):
+        row[key] = max((r[key] for r in done if r.get(key) is not None), default=None)
+    row["rss_before_kib"] = done[0].get("rss_before_kib")
+    cpu = [r.get("cpu_s") for r in done]
+    row["cpu_s"] = sum(cpu) if None not in cpu else None
+    row["cpu_us_per_req"] = row["cpu_s"] * 1e6 / row["ok"] if row["cpu_s"] is not None and row["ok"] else None
+    row["failed_rounds"] = len(runs) - len(done)
+    row["rounds"] = runs
+    return row
+
+
 def run_client(args, out_path, timeout):
     """One bench_client run; returns its JSON report."""
     argv = pinned([os.path.join(EXAMPLES, "bench_client"), *args])
@@ -643,11 +684,11 @@ def main():
             PROCS.stop("litellm")
     targets = [t for t in ["direct", "tokentap", "nginx", "litellm"] if t in urls and t in TARGETS_WANTED]
     log(f"targets: {', '.join(targets)}; scenarios: {' '.join(SCENARIOS)}; concurrency {CONCURRENCY}; "
-        f"{DURATION:g} s per run")
+        f"{ROUNDS} round(s) of {DURATION:g} s per load-tool cell, {PACED_DURATION:g} s per paced run")
 
     n_load = len([s for s in SCENARIOS if s in LOAD_SCENARIOS])
-    estimate = (n_load * len(targets) * (len(CONCURRENCY) * (DURATION + 0.5) + WARMUP + 0.5)
-                + ("paced-10ms" in SCENARIOS) * len(targets) * len(CONCURRENCY) * (DURATION + 1.5)
+    estimate = (n_load * len(targets) * (len(CONCURRENCY) * ROUNDS * (DURATION + 0.5) + WARMUP + 0.5)
+                + ("paced-10ms" in SCENARIOS) * len(targets) * len(CONCURRENCY) * (PACED_DURATION + 1.5)
                 + ("memory" in SCENARIOS) * len([t for t in MEM_TARGETS if t in targets])
                 * (MEM_RAMP_MS / 1000 + MEM_CHUNKS * MEM_PACE_MS / 1000 + 3))
     log(f"about {estimate / 60:.0f} min of measurements ahead" if estimate >= 120
@@ -664,36 +705,44 @@ def main():
             except Exception as error:  # noqa: BLE001
                 log(f"warm-up {scenario} {target}: {error}")
         for conc in CONCURRENCY:
+            runs = {target: [] for target in targets}
+            for turn in range(ROUNDS):
+                # Each round starts with the next target, so none is always first after a pause.
+                shift = turn % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    settle(pids.get(target))
+                    name = f"{scenario}-c{conc}-{target}" + (f"-r{turn + 1}" if ROUNDS > 1 else "")
+                    log(f"{scenario} c={conc} {target} round {turn + 1}/{ROUNDS} ({DURATION:g} s)")
+                    run = {}
+                    try:
+                        with Monitor(pids.get(target)) as monitor:
+                            run.update(run_load(urls[target] + path, body, conc, DURATION,
+                                                os.path.join(OUT, name + ".json")))
+                        run.update(monitor.result)
+                    except Exception as error:  # noqa: BLE001
+                        run["failed"] = str(error)
+                        log(f"  failed: {error}")
+                    runs[target].append(run)
             for target in targets:
-                settle(pids.get(target))
-                log(f"{scenario} c={conc} {target} ({DURATION:g} s)")
-                out_path = os.path.join(OUT, f"{scenario}-c{conc}-{target}.json")
-                row = {"scenario": scenario, "concurrency": conc, "target": target}
-                try:
-                    with Monitor(pids.get(target)) as monitor:
-                        row.update(run_load(urls[target] + path, body, conc, DURATION, out_path))
-                    row.update(monitor.result)
-                except Exception as error:  # noqa: BLE001
-                    row["failed"] = str(error)
-                    log(f"  failed: {error}")
-                rows.append(row)
+                rows.append({"scenario": scenario, "concurrency": conc, "target": target,
+                             **combine_rounds(runs[target])})
 
     # Paced streams: bench_client with its own upstream, TTFB/TTFT and per-chunk transit.
     if "paced-10ms" in SCENARIOS:
         for conc in CONCURRENCY:
             for target in targets:
                 settle(paced_pids.get(target))
-                log(f"paced-10ms c={conc} {target} ({DURATION:g} s)")
+                log(f"paced-10ms c={conc} {target} ({PACED_DURATION:g} s)")
                 out_path = os.path.join(OUT, f"paced-10ms-c{conc}-{target}.json")
                 row = {"scenario": "paced-10ms", "concurrency": conc, "target": target}
                 args = ["--serve-upstream", f"127.0.0.1:{P_PACED_UP}", "--target", paced_urls[target] + CHAT,
                         "--chunks", str(PACED_CHUNKS), "--pace-ms", str(PACED_MS),
-                        "--requests", "100000000", "--duration-s", str(DURATION),
+                        "--requests", "100000000", "--duration-s", str(PACED_DURATION),
                         "--concurrency", str(conc), "--warmup", "5",
                         "--model", paced_model.get(target, "gpt-4o-mini")]
                 try:
                     with Monitor(paced_pids.get(target)) as monitor:
-                        report = run_client(args, out_path, timeout=DURATION + 300)
+                        report = run_client(args, out_path, timeout=PACED_DURATION + 300)
                     row.update(monitor.result)
                     row.update({
                         "rps": report["rps"], "ok": report["ok"], "errors": report["errors"],
@@ -829,6 +878,8 @@ def machine_meta(started_at, finished_at, targets):
         "pinning": (f"load tool, bench_client and bench_upstream on CPU {LOAD_CPU}; the proxy under test on "
                     f"CPU {PROXY_CPU}") if PIN else "none (taskset missing, fewer than 2 CPUs, or PIN=0)",
         "duration_s": DURATION,
+        "rounds": ROUNDS,
+        "paced_duration_s": PACED_DURATION,
         "concurrency": CONCURRENCY,
         "scenarios": SCENARIOS,
         "targets": targets,
@@ -886,7 +937,7 @@ def render(results):
     versions = meta["versions"]
     out.append("| | |\n|---|---|")
     for key, value in [
-        ("date", meta["date"]), ("mode", f"{meta['mode']}, {meta['duration_s']:g} s per run, took {meta['elapsed_s']} s"),
+        ("date", meta["date"]), ("mode", mode_text(meta)),
         ("git", meta["git"]),
         ("machine", f"{meta['nproc']} CPUs ({meta['cpu_model']}), {meta['memory']}, kernel {meta['kernel']}"),
         ("pinning", meta["pinning"]), ("open files (hard limit)", meta["nofile_hard"]),
@@ -919,8 +970,8 @@ def render(results):
             r = index.get((scenario, top, p), {})
             line.append(added(r, direct))
         if "tokentap" in targets and "nginx" in targets:
-            line.append(ratio(index.get((scenario, top, "tokentap"), {}).get("rps"),
-                              index.get((scenario, top, "nginx"), {}).get("rps")))
+            line.append(paired_ratio(index.get((scenario, top, "tokentap"), {}),
+                                     index.get((scenario, top, "nginx"), {})))
         body.append(line)
     out.append(table(header, body))
     out.append("")
@@ -949,8 +1000,9 @@ def render(results):
             out.append(table(header, body))
             out.append("")
             continue
-        header = ["conc", "target", "req/s", "p50 ms", "p99 ms", "+p50 / +p99 ms", "proxy CPU %", "load CPU %",
-                  "peak RSS MiB", "req/s ÷ direct", "req/s ÷ nginx", "p99 ÷ nginx", "errors"]
+        header = ["conc", "target", "req/s", "p50 ms", "p99 ms", "+p50 / +p99 ms", "proxy CPU %",
+                  "proxy CPU µs/req", "load CPU %", "peak RSS MiB", "req/s ÷ direct", "req/s ÷ nginx",
+                  "CPU/req ÷ nginx", "p99 ÷ nginx", "errors"]
         body = []
         for conc in meta["concurrency"]:
             direct = index.get((scenario, conc, "direct"), {})
@@ -960,14 +1012,16 @@ def render(results):
                 if r is None:
                     continue
                 if "failed" in r:
-                    body.append([conc, target, "failed"] + ["—"] * 9 + [r["failed"][:80]])
+                    body.append([conc, target, "failed"] + ["—"] * 11 + [r["failed"][:80]])
                     continue
                 body.append([
                     conc, target, fmt(r.get("rps"), 1), fmt(r.get("p50_ms"), 3), fmt(r.get("p99_ms"), 3),
                     added(r, direct) if target != "direct" else "—",
-                    fmt(r.get("cpu_pct"), 1), fmt(r.get("load_cpu_pct"), 0), fmt(mib(r.get("peak_rss_kib")), 1),
-                    ratio(r.get("rps"), direct.get("rps")) if target != "direct" else "—",
-                    ratio(r.get("rps"), nginx.get("rps")) if target not in ("direct", "nginx") else "—",
+                    fmt(r.get("cpu_pct"), 1), fmt(cpu_per_request(r), 1), fmt(r.get("load_cpu_pct"), 0),
+                    fmt(mib(r.get("peak_rss_kib")), 1),
+                    paired_ratio(r, direct) if target != "direct" else "—",
+                    paired_ratio(r, nginx) if target not in ("direct", "nginx") else "—",
+                    ratio(cpu_per_request(r), cpu_per_request(nginx)) if target not in ("direct", "nginx") else "—",
                     ratio(r.get("p99_ms"), nginx.get("p99_ms")) if target not in ("direct", "nginx") else "—",
                     errors(r),
                 ])
@@ -1003,6 +1057,33 @@ def render(results):
             out.append(f"- {name}: `{json.dumps(value)}`")
         out.append("")
     return "\n".join(out)
+
+
+def mode_text(meta):
+    rounds = meta.get("rounds", 1)
+    runs = (f"{rounds} rounds of {meta['duration_s']:g} s per load-tool cell (targets in turn, median round "
+            f"reported), {meta.get('paced_duration_s', meta['duration_s']):g} s per paced run"
+            if rounds > 1 else f"{meta['duration_s']:g} s per run")
+    return f"{meta['mode']}, {runs}, took {meta['elapsed_s']} s"
+
+
+def cpu_per_request(r):
+    """The proxy's CPU time per request served, in µs."""
+    if not r or r.get("cpu_s") is None or not r.get("ok"):
+        return None
+    return r["cpu_s"] * 1e6 / r["ok"]
+
+
+def paired_ratio(a, b):
+    """`a`'s req/s over `b`'s. With rounds, the median of the rounds' own ratios (the two runs
+    of a round lie close together in time), and their range."""
+    if not a or not b or a.get("rps") is None or not b.get("rps"):
+        return "—"
+    pairs = [x["rps"] / y["rps"] for x, y in zip(a.get("rounds") or [], b.get("rounds") or [])
+             if "failed" not in x and "failed" not in y and x.get("rps") is not None and y.get("rps")]
+    if len(pairs) < 2:
+        return ratio(a["rps"], b["rps"])
+    return f"{median(pairs):.2f} ({min(pairs):.2f}–{max(pairs):.2f})"
 
 
 def added(r, direct):
