@@ -217,7 +217,7 @@ impl Tracker {
         }
     }
 
-    fn store(&self, record: Record, notes: RecordNotes, seq: u64) {
+    fn store(&self, record: Arc<Record>, notes: RecordNotes, seq: u64) {
         self.0.metrics.observe(&record, notes);
         let model_key = self
             .0
@@ -227,7 +227,6 @@ impl Tracker {
         if self.0.feed.watched() {
             self.0.feed.publish(FeedEvent::Finished, &record);
         }
-        let record = Arc::new(record);
         {
             let mut ring = self.0.completed.write();
             if ring.len() >= self.0.max_records {

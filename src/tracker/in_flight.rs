@@ -76,8 +76,13 @@ impl Active {
         self.chunks.load(Ordering::Relaxed)
     }
 
+    /// The record so far, its duration up to now.
     pub fn snapshot(&self) -> Record {
-        let now = Instant::now();
+        self.snapshot_at(Instant::now())
+    }
+
+    /// The record so far, its duration up to `now`.
+    pub fn snapshot_at(&self, now: Instant) -> Record {
         let response = self.response.lock().clone();
         let first = self.first_content_us.load(Ordering::Relaxed);
         let s = &self.start;
@@ -164,8 +169,10 @@ impl InFlight {
         &self.active.start.id
     }
 
-    pub fn sent_upstream(&mut self) {
+    /// Notes the request as sent upstream now, and returns that instant.
+    pub fn sent_upstream(&mut self) -> Instant {
         self.sent_at = Instant::now();
+        self.sent_at
     }
 
     pub fn response_headers(&self, status: u16, upstream_request_id: Option<String>) {

@@ -41,7 +41,9 @@ const IDLE_PAUSE: Duration = Duration::from_millis(5);
 fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
     let seq = finished.active.seq;
     let (mut record, notes) = build_record(finished);
-    record.cost_usd = prices.cost(tracker.prices(), &record);
+    // Alone: `make_mut` hands out the record in place, never a clone.
+    let cost = prices.cost(tracker.prices(), &record);
+    Arc::make_mut(&mut record).cost_usd = cost;
     log_record(&record);
     tracker.store(record, notes, seq);
 }
@@ -112,14 +114,18 @@ pub(super) fn spawn(
         .map(|_| ())
 }
 
-/// Builds the record of a finished request.
-pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
+/// Builds the record of a finished request, in the allocation it is kept in: a `Record` is
+/// 432 bytes, and built on the stack it was copied five times on its way into its `Arc`
+/// (about 380 instructions a record, callgrind).
+pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
     let mut notes = RecordNotes::default();
-    let mut record = f.active.snapshot();
+    // Its duration runs to the end of the request.
+    let mut kept = Arc::new(f.active.snapshot_at(f.ended_at));
+    // Alone: `make_mut` hands out the record in place, never a clone.
+    let record = Arc::make_mut(&mut kept);
     record.finished_at = Some(f.finished_at);
     record.status_code = f.status;
     record.upstream_request_id = f.upstream_request_id;
-    record.duration_ms = millis(f.ended_at.saturating_duration_since(f.active.started));
     record.response_bytes = f.response_bytes;
     let (outcome, error) = outcome_of(&f.ending, f.status, f.measurement.as_ref());
     record.outcome = Some(outcome);
@@ -127,7 +133,7 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
 
     let Some(mut m) = f.measurement else {
         record.usage_source = UsageSource::Missing;
-        return (record, notes);
+        return (kept, notes);
     };
     notes.sse_parse_errors = m.parse_errors;
     record.response_model = m.response_model.clone();
@@ -200,7 +206,7 @@ pub(crate) fn build_record(f: Finished) -> (Record, RecordNotes) {
         },
         _ => record.usage_source = UsageSource::Missing,
     }
-    (record, notes)
+    (kept, notes)
 }
 
 /// The one log line of a request. Never a key: records hold only fingerprints.

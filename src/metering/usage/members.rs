@@ -161,12 +161,21 @@ impl Members {
     /// a repeated member, an escaped key): the caller then reads it with serde, which decides.
     /// `text` is one JSON value (a `RawUsage`'s, checked when made), so what is skipped needs no
     /// validating.
+    #[cfg(test)]
     pub fn scan(text: &str) -> Option<Members> {
+        let mut members = Members::default();
+        members.read(text)?;
+        Some(members)
+    }
+
+    /// `scan` into `self`, which must be `Members::default()`; on `None` what it holds is
+    /// partly read and not to be used.
+    pub fn read(&mut self, text: &str) -> Option<()> {
         let mut cursor = Cursor {
             bytes: text.as_bytes(),
             at: 0,
         };
-        let mut members = Members::default();
+        let members = self;
         let mut seen = 0u32;
         cursor.object(|key, cursor| {
             let (slot, bit) = match key {
@@ -200,7 +209,7 @@ impl Members {
             Some(())
         })?;
         cursor.skip_blank();
-        (cursor.at == cursor.bytes.len()).then_some(members)
+        (cursor.at == cursor.bytes.len()).then_some(())
     }
 }
 
