@@ -45,8 +45,6 @@ DURATION = float(os.environ.get("DURATION", "2" if QUICK else "4").rstrip("s"))
 # turn within a round, and reported by its median round: one run on a busy or throttled machine
 # can be off by a fifth, and the targets' runs lie close together in time.
 ROUNDS = max(1, int(os.environ.get("ROUNDS", "1" if QUICK else "3")))
-# A paced run is one long run: its figures are distributions over many streams already.
-PACED_DURATION = DURATION * ROUNDS
 WARMUP = float(os.environ.get("WARMUP", "0.5" if QUICK else "1").rstrip("s"))
 CONCURRENCY = [int(c) for c in os.environ.get("CONCURRENCY", "1 16" if QUICK else "1 16 64 256").split()]
 ALL_SCENARIOS = ["chat", "stream-20", "stream-200", "paced-10ms", "embeddings", "memory"]
@@ -432,13 +430,24 @@ def combine_rounds(runs):
         return {"failed": runs[0]["failed"] if runs else "not run", "rounds": runs}
     row = {key: median(r.get(key) for r in done)
            for key in ("rps", "p50_ms", "p99_ms", "ttfb_p50_ms", "ttfb_p99_ms", "cpu_pct", "load_cpu_pct")}
+    row["events_per_request"] = median(r.get("events_per_request") for r in done)
+    # A paced run's distributions: each percentile the median of the rounds' own.
+    for key in ("ttfb_ms", "ttft_ms", "transit_us"):
+        stats = [r[key] for r in done if r.get(key)]
+        if stats:
+            row[key] = {p: median(float(s[p]) for s in stats if s.get(p) is not None) for p in stats[0]}
     for key in ("ok", "errors", "cut_by_deadline"):
         row[key] = sum(r.get(key) or 0 for r in done)
     kinds = {}
+    samples = []
     for r in done:
-        for kind, n in (r.get("error_kinds") or {}).items():
+        found = r.get("error_kinds") or {}
+        if isinstance(found, list):  # bench_client's samples of error messages
+            samples += found
+            continue
+        for kind, n in found.items():
             kinds[kind] = kinds.get(kind, 0) + n
-    row["error_kinds"] = kinds
+    row["error_kinds"] = samples[:5] if samples else kinds
     for key in ("peak_rss_kib", "hwm_kib"):
         row[key] = max((r[key] for r in done if r.get(key) is not None), default=None)
     row["rss_before_kib"] = done[0].get("rss_before_kib")
@@ -684,11 +693,11 @@ def main():
             PROCS.stop("litellm")
     targets = [t for t in ["direct", "tokentap", "nginx", "litellm"] if t in urls and t in TARGETS_WANTED]
     log(f"targets: {', '.join(targets)}; scenarios: {' '.join(SCENARIOS)}; concurrency {CONCURRENCY}; "
-        f"{ROUNDS} round(s) of {DURATION:g} s per load-tool cell, {PACED_DURATION:g} s per paced run")
+        f"{ROUNDS} round(s) of {DURATION:g} s per cell")
 
     n_load = len([s for s in SCENARIOS if s in LOAD_SCENARIOS])
     estimate = (n_load * len(targets) * (len(CONCURRENCY) * ROUNDS * (DURATION + 0.5) + WARMUP + 0.5)
-                + ("paced-10ms" in SCENARIOS) * len(targets) * len(CONCURRENCY) * (PACED_DURATION + 1.5)
+                + ("paced-10ms" in SCENARIOS) * len(targets) * len(CONCURRENCY) * ROUNDS * (DURATION + 1.5)
                 + ("memory" in SCENARIOS) * len([t for t in MEM_TARGETS if t in targets])
                 * (MEM_RAMP_MS / 1000 + MEM_CHUNKS * MEM_PACE_MS / 1000 + 3))
     log(f"about {estimate / 60:.0f} min of measurements ahead" if estimate >= 120
@@ -727,36 +736,43 @@ def main():
                 rows.append({"scenario": scenario, "concurrency": conc, "target": target,
                              **combine_rounds(runs[target])})
 
-    # Paced streams: bench_client with its own upstream, TTFB/TTFT and per-chunk transit.
+    # Paced streams: bench_client with its own upstream, TTFB/TTFT and per-chunk transit. In
+    # rounds like the load-tool cells: a paced run's tail moves by a factor of two between runs.
     if "paced-10ms" in SCENARIOS:
         for conc in CONCURRENCY:
+            runs = {target: [] for target in targets}
+            for turn in range(ROUNDS):
+                shift = turn % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    settle(paced_pids.get(target))
+                    log(f"paced-10ms c={conc} {target} round {turn + 1}/{ROUNDS} ({DURATION:g} s)")
+                    name = f"paced-10ms-c{conc}-{target}" + (f"-r{turn + 1}" if ROUNDS > 1 else "")
+                    args = ["--serve-upstream", f"127.0.0.1:{P_PACED_UP}", "--target", paced_urls[target] + CHAT,
+                            "--chunks", str(PACED_CHUNKS), "--pace-ms", str(PACED_MS),
+                            "--requests", "100000000", "--duration-s", str(DURATION),
+                            "--concurrency", str(conc), "--warmup", "5",
+                            "--model", paced_model.get(target, "gpt-4o-mini")]
+                    run = {}
+                    try:
+                        with Monitor(paced_pids.get(target)) as monitor:
+                            report = run_client(args, os.path.join(OUT, name + ".json"), timeout=DURATION + 300)
+                        run.update(monitor.result)
+                        run.update({
+                            "rps": report["rps"], "ok": report["ok"], "errors": report["errors"],
+                            "error_kinds": report["error_samples"],
+                            "p50_ms": (report["latency_ms"] or {}).get("p50"),
+                            "p99_ms": (report["latency_ms"] or {}).get("p99"),
+                            "ttfb_ms": report["ttfb_ms"], "ttft_ms": report["ttft_ms"],
+                            "transit_us": report["transit_us"],
+                            "events_per_request": report["events_received"] / report["ok"] if report["ok"] else None,
+                        })
+                    except Exception as error:  # noqa: BLE001
+                        run["failed"] = str(error)
+                        log(f"  failed: {error}")
+                    runs[target].append(run)
             for target in targets:
-                settle(paced_pids.get(target))
-                log(f"paced-10ms c={conc} {target} ({PACED_DURATION:g} s)")
-                out_path = os.path.join(OUT, f"paced-10ms-c{conc}-{target}.json")
-                row = {"scenario": "paced-10ms", "concurrency": conc, "target": target}
-                args = ["--serve-upstream", f"127.0.0.1:{P_PACED_UP}", "--target", paced_urls[target] + CHAT,
-                        "--chunks", str(PACED_CHUNKS), "--pace-ms", str(PACED_MS),
-                        "--requests", "100000000", "--duration-s", str(PACED_DURATION),
-                        "--concurrency", str(conc), "--warmup", "5",
-                        "--model", paced_model.get(target, "gpt-4o-mini")]
-                try:
-                    with Monitor(paced_pids.get(target)) as monitor:
-                        report = run_client(args, out_path, timeout=PACED_DURATION + 300)
-                    row.update(monitor.result)
-                    row.update({
-                        "rps": report["rps"], "ok": report["ok"], "errors": report["errors"],
-                        "error_kinds": report["error_samples"],
-                        "p50_ms": (report["latency_ms"] or {}).get("p50"),
-                        "p99_ms": (report["latency_ms"] or {}).get("p99"),
-                        "ttfb_ms": report["ttfb_ms"], "ttft_ms": report["ttft_ms"],
-                        "transit_us": report["transit_us"],
-                        "events_per_request": report["events_received"] / report["ok"] if report["ok"] else None,
-                    })
-                except Exception as error:  # noqa: BLE001
-                    row["failed"] = str(error)
-                    log(f"  failed: {error}")
-                rows.append(row)
+                rows.append({"scenario": "paced-10ms", "concurrency": conc, "target": target,
+                             **combine_rounds(runs[target])})
 
     # Memory: many concurrent paced streams from the demo upstream, peak RSS per active stream.
     memory = []
@@ -879,7 +895,7 @@ def machine_meta(started_at, finished_at, targets):
                     f"CPU {PROXY_CPU}") if PIN else "none (taskset missing, fewer than 2 CPUs, or PIN=0)",
         "duration_s": DURATION,
         "rounds": ROUNDS,
-        "paced_duration_s": PACED_DURATION,
+        "paced_rounds": True,
         "concurrency": CONCURRENCY,
         "scenarios": SCENARIOS,
         "targets": targets,
@@ -1061,9 +1077,13 @@ def render(results):
 
 def mode_text(meta):
     rounds = meta.get("rounds", 1)
-    runs = (f"{rounds} rounds of {meta['duration_s']:g} s per load-tool cell (targets in turn, median round "
-            f"reported), {meta.get('paced_duration_s', meta['duration_s']):g} s per paced run"
-            if rounds > 1 else f"{meta['duration_s']:g} s per run")
+    if rounds == 1:
+        runs = f"{meta['duration_s']:g} s per run"
+    elif meta.get("paced_rounds"):
+        runs = f"{rounds} rounds of {meta['duration_s']:g} s per cell (targets in turn, median round reported)"
+    else:
+        runs = (f"{rounds} rounds of {meta['duration_s']:g} s per load-tool cell (targets in turn, median round "
+                f"reported), {meta.get('paced_duration_s', meta['duration_s']):g} s per paced run")
     return f"{meta['mode']}, {runs}, took {meta['elapsed_s']} s"
 
 
