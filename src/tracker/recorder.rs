@@ -37,6 +37,10 @@ pub(crate) struct Finished {
 /// Pause between batches while requests keep coming, and while none do.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
 const IDLE_PAUSE: Duration = Duration::from_millis(5);
+/// Empty batches in a row (20 ms without a record) after which the thread waits for the next
+/// record instead of looking every `IDLE_PAUSE`: an idle proxy then does not wake 200 times a
+/// second, and one serving a few requests a second wakes about once per request.
+const IDLE_BEFORE_WAIT: u32 = 4;
 
 fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
     let seq = finished.active.seq;
@@ -89,6 +93,7 @@ pub(super) fn spawn(
         .name("tokentap-recorder".into())
         .spawn(move || {
             let mut prices = PriceCache::default();
+            let mut idle = 0;
             loop {
                 // Take what is queued, then sleep: blocking in recv() would make every request
                 // wake this thread, a context switch per request on a busy proxy. Records show
@@ -108,7 +113,23 @@ pub(super) fn spawn(
                         Err(TryRecvError::Disconnected) => return,
                     }
                 }
-                std::thread::sleep(if taken > 0 { BUSY_PAUSE } else { IDLE_PAUSE });
+                if taken > 0 {
+                    idle = 0;
+                    std::thread::sleep(BUSY_PAUSE);
+                } else if idle < IDLE_BEFORE_WAIT {
+                    idle += 1;
+                    std::thread::sleep(IDLE_PAUSE);
+                } else {
+                    // Quiet: the next record wakes this thread, and polling starts again.
+                    let Some(finished) = queue.blocking_recv() else {
+                        return;
+                    };
+                    let Some(inner) = tracker.upgrade() else {
+                        return;
+                    };
+                    record(&Tracker(inner), finished, &mut prices);
+                    idle = 0;
+                }
             }
         })
         .map(|_| ())

@@ -73,6 +73,18 @@ fn every_ending_makes_exactly_one_record() {
 }
 
 #[test]
+fn a_recorder_that_went_quiet_records_what_comes_next() {
+    let t = tracker();
+    InFlight::start(&t, start("first"), None, None).fail(Outcome::ClientError, 400, "x".into());
+    settle(&t);
+    // Long past the quiet spell after which the recorder waits for a record instead of polling.
+    std::thread::sleep(Duration::from_millis(200));
+    InFlight::start(&t, start("after"), None, None).fail(Outcome::ClientError, 400, "x".into());
+    assert_eq!(settle(&t).recorded, 2);
+    assert!(t.get("after").is_some());
+}
+
+#[test]
 fn the_ring_keeps_the_newest_records() {
     let t = tracker_with(3);
     for i in 0..5 {
