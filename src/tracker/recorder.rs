@@ -45,7 +45,7 @@ const IDLE_BEFORE_WAIT: u32 = 4;
 fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
     let seq = finished.active.seq;
     let (mut record, notes) = build_record(finished);
-    // Alone: `make_mut` hands out the record in place, never a clone.
+    // Still alone: `make_mut` below clones nothing.
     let cost = prices.cost(tracker.prices(), &record);
     Arc::make_mut(&mut record).cost_usd = cost;
     log_record(&record);
@@ -93,6 +93,14 @@ pub(super) fn spawn(
         .name("tokentap-recorder".into())
         .spawn(move || {
             let mut prices = PriceCache::default();
+            // Writes a record; false once the tracker is gone.
+            let mut write = |finished| match tracker.upgrade() {
+                Some(inner) => {
+                    record(&Tracker(inner), finished, &mut prices);
+                    true
+                }
+                None => false,
+            };
             let mut idle = 0;
             loop {
                 // Take what is queued, then sleep: blocking in recv() would make every request
@@ -102,10 +110,9 @@ pub(super) fn spawn(
                 loop {
                     match queue.try_recv() {
                         Ok(finished) => {
-                            let Some(inner) = tracker.upgrade() else {
+                            if !write(finished) {
                                 return;
-                            };
-                            record(&Tracker(inner), finished, &mut prices);
+                            }
                             taken += 1;
                         }
                         Err(TryRecvError::Empty) => break,
@@ -124,10 +131,9 @@ pub(super) fn spawn(
                     let Some(finished) = queue.blocking_recv() else {
                         return;
                     };
-                    let Some(inner) = tracker.upgrade() else {
+                    if !write(finished) {
                         return;
-                    };
-                    record(&Tracker(inner), finished, &mut prices);
+                    }
                     idle = 0;
                 }
             }
