@@ -95,6 +95,10 @@ fn chunk_sizes_are_hex_with_optional_extensions() {
     assert_eq!(chunk_size(b""), None);
     assert_eq!(chunk_size(b";a"), None);
     assert_eq!(chunk_size(b"1g"), None);
+    assert_eq!(chunk_size(b"1A2b\t"), Some(0x1a2b));
+    assert_eq!(chunk_size(b"10000000000000000"), None);
+    assert_eq!(chunk_size(b" 1"), None);
+    assert_eq!(chunk_size(b"-1"), None);
 }
 
 fn head(raw: &[u8]) -> Result<Parsed, Http1Error> {
