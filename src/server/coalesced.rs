@@ -105,8 +105,15 @@ impl WriteNow {
             return;
         }
         self.0.pending.store(false, Ordering::Relaxed);
-        let work = std::mem::take(&mut *self.0.after_write.lock());
-        work.into_iter().for_each(|work| work());
+        let mut work = std::mem::take(&mut *self.0.after_write.lock());
+        work.drain(..).for_each(|work| work());
+        // The list goes back, emptied, for the connection's next answer: one allocation a
+        // connection instead of one a request. Work left meanwhile (by the work just run) keeps
+        // its own list.
+        let mut list = self.0.after_write.lock();
+        if list.capacity() == 0 {
+            *list = work;
+        }
     }
 
     /// A request this connection has begun to serve: counted as answered when its response
