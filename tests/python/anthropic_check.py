@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Drives tokentap with the official Anthropic Python SDK and checks what the SDK sees.
+
+Usage: python3 tests/python/anthropic_check.py BASE_URL   (e.g. http://127.0.0.1:8787)
+
+Run by tests/sdk.rs against tokentap in front of the demo upstream. The SDK is pointed at the
+proxy as a user would point it (`base_url`, nothing else changed) and calls `/v1/messages`.
+Prints one JSON line on stdout and exits 0 when every check holds; prints the reason on stderr
+and exits 1 otherwise.
+"""
+
+import json
+import sys
+
+MAX_TOKENS = 5
+MODEL = "claude-3-5-haiku-latest"
+MESSAGES = [{"role": "user", "content": "say hello to the proxy"}]
+# The demo upstream counts 3 + (4 + 5 words) for these messages, and the system prompt's words.
+SYSTEM = "answer briefly"
+INPUT_TOKENS = 3 + 4 + 5 + 2
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def non_streamed(client):
+    message = client.messages.create(
+        model=MODEL, max_tokens=MAX_TOKENS, system=SYSTEM, messages=MESSAGES
+    )
+    check(message.type == "message", f"(a) non-streamed: type {message.type!r}")
+    check(
+        message.usage.input_tokens == INPUT_TOKENS,
+        f"(a) non-streamed: input_tokens {message.usage.input_tokens}, expected {INPUT_TOKENS}",
+    )
+    check(
+        message.usage.output_tokens == MAX_TOKENS,
+        f"(a) non-streamed: output_tokens {message.usage.output_tokens}, expected {MAX_TOKENS}",
+    )
+    text = "".join(block.text for block in message.content if block.type == "text")
+    check(text.strip() != "", "(a) non-streamed: no text")
+    return text
+
+
+def streamed(client):
+    """The SDK's streaming helper: it reads every event and builds the final message."""
+    deltas = []
+    with client.messages.stream(
+        model=MODEL, max_tokens=MAX_TOKENS, system=SYSTEM, messages=MESSAGES
+    ) as stream:
+        for text in stream.text_stream:
+            deltas.append(text)
+        final = stream.get_final_message()
+    check(len(deltas) == MAX_TOKENS, f"(b) stream: {len(deltas)} text deltas, expected {MAX_TOKENS}")
+    check(
+        final.usage.input_tokens == INPUT_TOKENS,
+        f"(b) stream: input_tokens {final.usage.input_tokens}, expected {INPUT_TOKENS}",
+    )
+    check(
+        final.usage.output_tokens == MAX_TOKENS,
+        f"(b) stream: output_tokens {final.usage.output_tokens}, expected {MAX_TOKENS}",
+    )
+    check(final.stop_reason == "max_tokens", f"(b) stream: stop_reason {final.stop_reason!r}")
+    return "".join(deltas)
+
+
+def raw_events(client):
+    """`stream=True` without the helper: the events as they arrive, in Anthropic's order."""
+    kinds = [
+        event.type
+        for event in client.messages.create(
+            model=MODEL, max_tokens=MAX_TOKENS, messages=MESSAGES, stream=True
+        )
+    ]
+    check(kinds[:1] == ["message_start"], f"(c) raw stream: starts with {kinds[:1]}")
+    check(kinds[-1:] == ["message_stop"], f"(c) raw stream: ends with {kinds[-1:]}")
+    check(
+        kinds.count("content_block_delta") == MAX_TOKENS,
+        f"(c) raw stream: {kinds.count('content_block_delta')} deltas, expected {MAX_TOKENS}",
+    )
+    check("message_delta" in kinds, "(c) raw stream: no message_delta (the output usage)")
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: anthropic_check.py BASE_URL", file=sys.stderr)
+        return 2
+    try:
+        from anthropic import Anthropic
+    except ImportError as err:
+        print(f"the anthropic package is not installed: {err}", file=sys.stderr)
+        return 1
+
+    client = Anthropic(base_url=argv[1], api_key="sk-ant-sdk-test", max_retries=0, timeout=30)
+    try:
+        whole = non_streamed(client)
+        stream_text = streamed(client)
+        raw_events(client)
+    except CheckFailed as err:
+        print(f"anthropic_check: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # an SDK or connection error is a failed check too
+        print(f"anthropic_check: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"ok": True, "text": whole, "stream_text": stream_text, "calls": 3}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
