@@ -8,23 +8,28 @@ mod common;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_python_sdk_works_through_the_proxy() {
-    let (proxy, _demo) = Proxy::with_demo(&[]).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_check.py");
-    let base_url = proxy.url("/v1");
+/// Runs `tests/python/<script>` against `base_url`; it exits 0 only when every check of what its
+/// SDK (the Python package `package`) saw held.
+async fn run_check(script: &str, package: &str, base_url: &str) {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(&base_url)
+        .arg(&script)
+        .arg(base_url)
         .output()
         .await
-        .expect("python3 must be installed (.ci/run installs it with the openai package)");
+        .expect("python3 must be installed (.ci/run installs it with the SDKs)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "SDK check failed (is `openai` installed? pip install openai)\nstdout: {stdout}\nstderr: {stderr}"
+        "{script} failed (is `{package}` installed? pip install {package})\nstdout: {stdout}\nstderr: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_works_through_the_proxy() {
+    let (proxy, _demo) = Proxy::with_demo(&[]).await;
+    run_check("sdk_check.py", "openai", &proxy.url("/v1")).await;
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 5, "{records:#?}");
     for record in &records {
@@ -47,24 +52,8 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_python_sdk_works_through_the_proxy() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/anthropic_check.py"
-    );
     // The Anthropic SDK adds `/v1/messages` to its base URL itself.
-    let base_url = proxy.url("");
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(&base_url)
-        .output()
-        .await
-        .expect("python3 must be installed (.ci/run installs it with the anthropic package)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK check failed (is `anthropic` installed? pip install anthropic)\nstdout: {stdout}\nstderr: {stderr}"
-    );
+    run_check("anthropic_check.py", "anthropic", &proxy.url("")).await;
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 3, "{records:#?}");
     for record in &records {

@@ -29,19 +29,23 @@ def check(condition, message):
         raise CheckFailed(message)
 
 
+def check_usage(label, usage):
+    check(
+        usage.input_tokens == INPUT_TOKENS,
+        f"{label}: input_tokens {usage.input_tokens}, expected {INPUT_TOKENS}",
+    )
+    check(
+        usage.output_tokens == MAX_TOKENS,
+        f"{label}: output_tokens {usage.output_tokens}, expected {MAX_TOKENS}",
+    )
+
+
 def non_streamed(client):
     message = client.messages.create(
         model=MODEL, max_tokens=MAX_TOKENS, system=SYSTEM, messages=MESSAGES
     )
     check(message.type == "message", f"(a) non-streamed: type {message.type!r}")
-    check(
-        message.usage.input_tokens == INPUT_TOKENS,
-        f"(a) non-streamed: input_tokens {message.usage.input_tokens}, expected {INPUT_TOKENS}",
-    )
-    check(
-        message.usage.output_tokens == MAX_TOKENS,
-        f"(a) non-streamed: output_tokens {message.usage.output_tokens}, expected {MAX_TOKENS}",
-    )
+    check_usage("(a) non-streamed", message.usage)
     text = "".join(block.text for block in message.content if block.type == "text")
     check(text.strip() != "", "(a) non-streamed: no text")
     return text
@@ -57,14 +61,7 @@ def streamed(client):
             deltas.append(text)
         final = stream.get_final_message()
     check(len(deltas) == MAX_TOKENS, f"(b) stream: {len(deltas)} text deltas, expected {MAX_TOKENS}")
-    check(
-        final.usage.input_tokens == INPUT_TOKENS,
-        f"(b) stream: input_tokens {final.usage.input_tokens}, expected {INPUT_TOKENS}",
-    )
-    check(
-        final.usage.output_tokens == MAX_TOKENS,
-        f"(b) stream: output_tokens {final.usage.output_tokens}, expected {MAX_TOKENS}",
-    )
+    check_usage("(b) stream", final.usage)
     check(final.stop_reason == "max_tokens", f"(b) stream: stop_reason {final.stop_reason!r}")
     return "".join(deltas)
 
