@@ -163,7 +163,7 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
         return (kept, notes);
     };
     notes.sse_parse_errors = m.parse_errors;
-    record.response_model = m.response_model.clone();
+    record.response_model = m.response_model.take();
     record.chunks = m.chunks;
     record.tool_calls = m.tool_calls;
     record.ttft_ms = m
@@ -179,18 +179,17 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
         _ => UsageFamily::OpenAi,
     };
     let answered = f.status.is_some_and(|s| (200..300).contains(&s)) && m.error.is_none();
-    let tokenizer_model = record
-        .response_model
-        .clone()
-        .or_else(|| record.model.clone())
-        .unwrap_or_default();
-    let estimate_prompt = || {
+    // The model whose tokenizer counts locally; named only when something is counted (a
+    // record with stated usage, nearly all of them, needs no copy of it).
+    let tokenizer_model = |r: &Record| {
+        r.response_model
+            .clone()
+            .or_else(|| r.model.clone())
+            .unwrap_or_default()
+    };
+    let estimate_prompt = |model: &str| {
         dialect.and_then(|d| {
-            estimate::prompt_tokens(
-                f.request_body.as_deref().unwrap_or_default(),
-                d,
-                &tokenizer_model,
-            )
+            estimate::prompt_tokens(f.request_body.as_deref().unwrap_or_default(), d, model)
         })
     };
     let stated = m.usage.as_ref().map(|raw| normalize_text(raw, family));
@@ -200,7 +199,7 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
     match stated {
         Some(Ok(n)) if n.prompt_only => {
             // Anthropic's message_start came, the final counts did not.
-            let completion = estimate::text_tokens(&m.text, &tokenizer_model);
+            let completion = estimate::text_tokens(&m.text, &tokenizer_model(record));
             record.usage = Usage {
                 completion_tokens: completion,
                 total_tokens: n.usage.prompt_tokens + completion,
@@ -218,19 +217,22 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
             record.usage_source = UsageSource::Missing;
         }
         // No usage, or an object that states no count: count locally what can be counted.
-        _ if countable => match estimate_prompt() {
-            Some(prompt) => {
-                let completion = estimate::text_tokens(&m.text, &tokenizer_model);
-                record.usage = Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                    total_tokens: prompt + completion,
-                    ..Usage::default()
-                };
-                record.usage_source = UsageSource::Estimated;
+        _ if countable => {
+            let model = tokenizer_model(record);
+            match estimate_prompt(&model) {
+                Some(prompt) => {
+                    let completion = estimate::text_tokens(&m.text, &model);
+                    record.usage = Usage {
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        total_tokens: prompt + completion,
+                        ..Usage::default()
+                    };
+                    record.usage_source = UsageSource::Estimated;
+                }
+                None => record.usage_source = UsageSource::Missing,
             }
-            None => record.usage_source = UsageSource::Missing,
-        },
+        }
         _ => record.usage_source = UsageSource::Missing,
     }
     (kept, notes)
