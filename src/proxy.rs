@@ -150,7 +150,7 @@ async fn handle_tracked(
     } else {
         (None, Some(body))
     };
-    let facts = body_bytes.as_deref().and_then(request::inspect);
+    let mut facts = body_bytes.as_deref().and_then(request::inspect);
     let model = facts.as_ref().and_then(|f| f.model.as_deref());
     let route = match route::choose(app.provider_configs(), header_provider.as_deref(), model) {
         Ok(route) => route,
@@ -181,7 +181,8 @@ async fn handle_tracked(
     let start = RequestStart {
         id: new_request_id(),
         provider: upstream.config.name.clone(),
-        model: facts.as_ref().and_then(|f| f.model.clone()),
+        // The facts are done with: the record takes the model itself.
+        model: facts.as_mut().and_then(|f| f.model.take()),
         endpoint,
         stream,
         request_bytes,
