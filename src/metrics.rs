@@ -265,7 +265,7 @@ impl Metrics {
     /// The label values of a record's series.
     fn names<'r>(&self, record: &'r Record) -> Names<'r> {
         Names {
-            provider: record.provider.as_str(),
+            provider: &record.provider,
             model: self
                 .models
                 .label(record.model.as_deref().or(record.response_model.as_deref())),
@@ -350,7 +350,7 @@ impl Metrics {
         }
         if notes.sse_parse_errors > 0 {
             self.sse_parse_errors
-                .with_label_values(&[record.provider.as_str()])
+                .with_label_values(&[&*record.provider])
                 .inc_by(notes.sse_parse_errors);
         }
         let seconds = record.duration_ms as f64 / 1000.0;

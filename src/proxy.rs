@@ -11,6 +11,7 @@ mod upstream;
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, ready};
 
@@ -180,7 +181,7 @@ async fn handle_tracked(
     );
     let start = RequestStart {
         id: new_request_id(),
-        provider: upstream.config.name.clone(),
+        provider: upstream.name.clone(),
         // The facts are done with: the record takes the model itself.
         model: facts.as_mut().and_then(|f| f.model.take()),
         endpoint,
@@ -317,8 +318,7 @@ fn answer_early(
                 .find(|p| p.name == name.trim())
         })
         .or_else(|| app.provider_configs().first())
-        .map(|p| p.name.clone())
-        .unwrap_or_default();
+        .map_or_else(|| Arc::from(""), |p| Arc::from(p.name.as_str()));
     let who = attribute(headers, None, app.key_names());
     let start = RequestStart {
         id: new_request_id(),
@@ -399,7 +399,7 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// A time-ordered unique id (UUID v7), so ids sort by start time.
-fn new_request_id() -> String {
+fn new_request_id() -> Arc<str> {
     // `Uuid::now_v7` locks one process-wide context and reads the OS random source twice per
     // id (two getrandom syscalls per request). A context per thread keeps ids unique and
     // ordered within a thread, and `fast-rng` draws from a user-space generator.
@@ -408,11 +408,11 @@ fn new_request_id() -> String {
     }
     let id = CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context)));
     // Encoded into a buffer: `format!` through `Display` took about 600 instructions.
-    let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
-    let mut text = String::with_capacity(4 + hex.len());
-    text.push_str("req_");
-    text.push_str(id.simple().encode_lower(&mut hex));
-    text
+    let mut text = *b"req_00000000000000000000000000000000";
+    id.simple().encode_lower(&mut text[4..]);
+    // ASCII throughout, so never empty: the id's one allocation is its `Arc`, which the record
+    // and its copies share.
+    Arc::from(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! live views show while it runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -90,12 +91,12 @@ pub enum UsageSource {
 /// One request, as the contract names its fields.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
-    pub id: String,
+    pub id: Arc<str>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    pub provider: String,
+    pub provider: Arc<str>,
     pub model: Option<String>,
     pub response_model: Option<String>,
     pub endpoint: Endpoint,

@@ -144,7 +144,7 @@ impl Tracker {
             .read()
             .iter()
             .rev()
-            .find(|r| r.id == id)
+            .find(|r| &*r.id == id)
             .cloned()
     }
 

@@ -37,6 +37,8 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// A provider and its connections.
 pub struct Upstream {
     pub config: ProviderConfig,
+    /// The provider's name as records hold it: shared by every record, not copied into each.
+    pub name: std::sync::Arc<str>,
     pool: Pool,
     /// The base URL's path without its trailing `/` ("" for none): request paths go after it.
     base_path: String,
@@ -52,6 +54,7 @@ impl Upstream {
         Ok(Upstream {
             pool: Pool::new(scheme, authority, connect_timeout, POOL_IDLE)?,
             base_path: base.path().trim_end_matches('/').to_owned(),
+            name: config.name.as_str().into(),
             config,
         })
     }

@@ -45,7 +45,7 @@ pub fn requests(app: &App, query: &str) -> Result<Response<AdminBody>, BadParam>
 pub fn request(app: &App, id: &str) -> Response<AdminBody> {
     match app.tracker().get(id) {
         Some(record) => json(StatusCode::OK, &*record),
-        None => match app.tracker().active().into_iter().find(|r| r.id == id) {
+        None => match app.tracker().active().into_iter().find(|r| &*r.id == id) {
             Some(active) => json(StatusCode::OK, &active),
             None => error(StatusCode::NOT_FOUND, &format!("no request with id `{id}`")),
         },

@@ -36,7 +36,7 @@ pub struct Series {
 /// to the same label value for the life of the process, so equal sets give equal label values.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    provider: String,
+    provider: Arc<str>,
     model: Option<String>,
     response_model: Option<String>,
     endpoint: Endpoint,

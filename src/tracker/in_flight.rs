@@ -19,8 +19,9 @@ use crate::record::{Endpoint, Outcome, Record, UsageSource};
 /// What is known of a request when it starts.
 #[derive(Debug, Clone)]
 pub struct RequestStart {
-    pub id: String,
-    pub provider: String,
+    /// Shared with the record (and its copies in the feed and the ring), not copied.
+    pub id: Arc<str>,
+    pub provider: Arc<str>,
     pub model: Option<String>,
     pub endpoint: Endpoint,
     pub stream: bool,

@@ -95,7 +95,8 @@ fn the_ring_keeps_the_newest_records() {
         );
     }
     settle(&t);
-    let ids: Vec<String> = t.recent().iter().map(|r| r.id.clone()).collect();
+    let recent = t.recent();
+    let ids: Vec<&str> = recent.iter().map(|r| &*r.id).collect();
     assert_eq!(ids, ["r4", "r3", "r2"]);
 }
 

@@ -184,11 +184,11 @@ impl TotalsTree {
     pub fn add(&mut self, r: &Record, model_key: &str) {
         self.total.add(r);
         // Look up before inserting: keys are allocated once, not per record.
-        if !self.providers.contains_key(&r.provider) {
+        if !self.providers.contains_key(&*r.provider) {
             self.providers
-                .insert(r.provider.clone(), ProviderTotals::default());
+                .insert(r.provider.to_string(), ProviderTotals::default());
         }
-        let Some(provider) = self.providers.get_mut(&r.provider) else {
+        let Some(provider) = self.providers.get_mut(&*r.provider) else {
             return;
         };
         provider.total.add(r);
