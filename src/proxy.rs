@@ -410,8 +410,8 @@ fn new_request_id() -> Arc<str> {
     // Encoded into a buffer: `format!` through `Display` took about 600 instructions.
     let mut text = *b"req_00000000000000000000000000000000";
     id.simple().encode_lower(&mut text[4..]);
-    // ASCII throughout, so never empty: the id's one allocation is its `Arc`, which the record
-    // and its copies share.
+    // ASCII throughout, so `from_utf8` cannot fail. The id's one allocation is its `Arc`, which
+    // the record and its copies share.
     Arc::from(std::str::from_utf8(&text).unwrap_or_default())
 }
 
