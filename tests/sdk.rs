@@ -26,6 +26,13 @@ async fn run_check(script: &str, package: &str, base_url: &str) {
     );
 }
 
+/// A call the SDK made: answered, with the provider's usage, and the SDK's key nowhere in it.
+fn assert_answered_with_usage(record: &serde_json::Value, key: &str) {
+    assert_eq!(record["outcome"], "ok", "{record:#}");
+    assert_eq!(record["usage_source"], "upstream", "{record:#}");
+    assert!(!serde_json::to_string(record).unwrap().contains(key));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_through_the_proxy() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
@@ -33,14 +40,8 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 5, "{records:#?}");
     for record in &records {
-        assert_eq!(record["outcome"], "ok", "{record:#}");
-        assert_eq!(record["usage_source"], "upstream", "{record:#}");
+        assert_answered_with_usage(record, "sk-sdk-test");
         assert!(record["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-        assert!(
-            !serde_json::to_string(record)
-                .unwrap()
-                .contains("sk-sdk-test")
-        );
     }
     let streamed: Vec<_> = records.iter().filter(|r| r["stream"] == true).collect();
     assert_eq!(streamed.len(), 2);
@@ -57,15 +58,9 @@ async fn the_anthropic_python_sdk_works_through_the_proxy() {
     let records = proxy.settled_records().await;
     assert_eq!(records.len(), 3, "{records:#?}");
     for record in &records {
+        assert_answered_with_usage(record, "sk-ant-sdk-test");
         assert_eq!(record["endpoint"], "messages", "{record:#}");
-        assert_eq!(record["outcome"], "ok", "{record:#}");
-        assert_eq!(record["usage_source"], "upstream", "{record:#}");
         assert_eq!(record["usage"]["completion_tokens"], 5, "{record:#}");
-        assert!(
-            !serde_json::to_string(record)
-                .unwrap()
-                .contains("sk-ant-sdk-test")
-        );
     }
     // Two calls had a system prompt of two words; the raw stream had none.
     let mut prompts: Vec<u64> = records

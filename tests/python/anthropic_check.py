@@ -9,8 +9,9 @@ Prints one JSON line on stdout and exits 0 when every check holds; prints the re
 and exits 1 otherwise.
 """
 
-import json
 import sys
+
+from check_runner import check, run
 
 MAX_TOKENS = 5
 MODEL = "claude-3-5-haiku-latest"
@@ -18,15 +19,6 @@ MESSAGES = [{"role": "user", "content": "say hello to the proxy"}]
 # The demo upstream counts 3 + (4 + 5 words) for these messages, and the system prompt's words.
 SYSTEM = "answer briefly"
 INPUT_TOKENS = 3 + 4 + 5 + 2
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise CheckFailed(message)
 
 
 def check_usage(label, usage):
@@ -83,30 +75,18 @@ def raw_events(client):
     check("message_delta" in kinds, "(c) raw stream: no message_delta (the output usage)")
 
 
-def main(argv):
-    if len(argv) != 2:
-        print("usage: anthropic_check.py BASE_URL", file=sys.stderr)
-        return 2
-    try:
-        from anthropic import Anthropic
-    except ImportError as err:
-        print(f"the anthropic package is not installed: {err}", file=sys.stderr)
-        return 1
+def make_client(base_url):
+    from anthropic import Anthropic
 
-    client = Anthropic(base_url=argv[1], api_key="sk-ant-sdk-test", max_retries=0, timeout=30)
-    try:
-        whole = non_streamed(client)
-        stream_text = streamed(client)
-        raw_events(client)
-    except CheckFailed as err:
-        print(f"anthropic_check: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # an SDK or connection error is a failed check too
-        print(f"anthropic_check: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps({"ok": True, "text": whole, "stream_text": stream_text, "calls": 3}))
-    return 0
+    return Anthropic(base_url=base_url, api_key="sk-ant-sdk-test", max_retries=0, timeout=30)
+
+
+def checks(client):
+    whole = non_streamed(client)
+    stream_text = streamed(client)
+    raw_events(client)
+    return {"text": whole, "stream_text": stream_text, "calls": 3}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run("anthropic_check", sys.argv, make_client, checks))

@@ -7,21 +7,13 @@ Run by tests/sdk.rs against tokentap in front of the demo upstream. Prints one J
 stdout and exits 0 when every check holds; prints the reason on stderr and exits 1 otherwise.
 """
 
-import json
 import sys
+
+from check_runner import check, run
 
 MAX_TOKENS = 5
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "say hello to the proxy"}]
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise CheckFailed(message)
 
 
 def non_streamed_chat(client):
@@ -107,32 +99,20 @@ def responses(client):
     )
 
 
-def main(argv):
-    if len(argv) != 2:
-        print("usage: sdk_check.py BASE_URL", file=sys.stderr)
-        return 2
-    try:
-        from openai import OpenAI
-    except ImportError as err:
-        print(f"the openai package is not installed: {err}", file=sys.stderr)
-        return 1
+def make_client(base_url):
+    from openai import OpenAI
 
-    client = OpenAI(base_url=argv[1], api_key="sk-sdk-test", max_retries=0, timeout=30)
-    try:
-        non_streamed_chat(client)
-        stream_text = streamed_chat_without_usage(client)
-        streamed_chat_with_usage(client)
-        embeddings(client)
-        responses(client)
-    except CheckFailed as err:
-        print(f"sdk_check: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # an SDK or connection error is a failed check too
-        print(f"sdk_check: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps({"ok": True, "stream_text": stream_text, "calls": 5}))
-    return 0
+    return OpenAI(base_url=base_url, api_key="sk-sdk-test", max_retries=0, timeout=30)
+
+
+def checks(client):
+    non_streamed_chat(client)
+    stream_text = streamed_chat_without_usage(client)
+    streamed_chat_with_usage(client)
+    embeddings(client)
+    responses(client)
+    return {"stream_text": stream_text, "calls": 5}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run("sdk_check", sys.argv, make_client, checks))
