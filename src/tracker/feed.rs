@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::record::Record;
 
@@ -37,6 +37,8 @@ pub struct Feed {
     sender: broadcast::Sender<FeedMessage>,
     subscribers: Arc<AtomicUsize>,
     max_subscribers: usize,
+    /// Told of each new subscription, so that progress is looked for only while watched.
+    subscribed: Notify,
 }
 
 /// A subscription; dropping it frees its slot.
@@ -60,6 +62,7 @@ impl Feed {
             sender,
             subscribers: Arc::new(AtomicUsize::new(0)),
             max_subscribers,
+            subscribed: Notify::new(),
         }
     }
 
@@ -75,10 +78,17 @@ impl Feed {
         if slot >= self.max_subscribers {
             return None;
         }
+        let receiver = self.sender.subscribe();
+        self.subscribed.notify_one();
         Some(Subscription {
-            receiver: self.sender.subscribe(),
+            receiver,
             _slot: guard,
         })
+    }
+
+    /// Resolves once someone has subscribed since the last call (at once if someone did).
+    async fn subscribed(&self) {
+        self.subscribed.notified().await;
     }
 
     pub fn publish(&self, event: FeedEvent, record: &Record) {
@@ -112,6 +122,13 @@ pub async fn publish_progress(tracker: super::Tracker, stop: tokio_util::sync::C
         }
         if !tracker.feed().watched() {
             last_seen.clear();
+            // Nobody watching: wait for a subscriber instead of ticking, so that an idle proxy,
+            // or one serving a slow stream now and then, is not woken twice a second.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tracker.feed().subscribed() => {}
+            }
+            tick.reset();
             continue;
         }
         let entries = tracker.active_entries();

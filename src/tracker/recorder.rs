@@ -34,13 +34,8 @@ pub(crate) struct Finished {
     pub(super) dialect: Option<Dialect>,
 }
 
-/// Pause between batches while requests keep coming, and while none do.
+/// Pause between batches while records keep coming.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
-const IDLE_PAUSE: Duration = Duration::from_millis(5);
-/// Empty batches in a row (20 ms without a record) after which the thread waits for the next
-/// record instead of looking every `IDLE_PAUSE`: an idle proxy then does not wake 200 times a
-/// second, and one serving a few requests a second wakes about once per request.
-const IDLE_BEFORE_WAIT: u32 = 4;
 
 fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
     let seq = finished.active.seq;
@@ -101,40 +96,38 @@ pub(super) fn spawn(
                 }
                 None => false,
             };
-            let mut idle = 0;
             loop {
-                // Take what is queued, then sleep: blocking in recv() would make every request
-                // wake this thread, a context switch per request on a busy proxy. Records show
-                // up at most one pause later.
-                let mut taken = 0;
-                loop {
-                    match queue.try_recv() {
-                        Ok(finished) => {
-                            if !write(finished) {
-                                return;
-                            }
-                            taken += 1;
-                        }
-                        Err(TryRecvError::Empty) => break,
-                        // Every sender (held by the tracker) is gone.
-                        Err(TryRecvError::Disconnected) => return,
-                    }
+                // Quiet: the next record wakes this thread.
+                let Some(finished) = queue.blocking_recv() else {
+                    return;
+                };
+                if !write(finished) {
+                    return;
                 }
-                if taken > 0 {
-                    idle = 0;
-                    std::thread::sleep(BUSY_PAUSE);
-                } else if idle < IDLE_BEFORE_WAIT {
-                    idle += 1;
-                    std::thread::sleep(IDLE_PAUSE);
-                } else {
-                    // Quiet: the next record wakes this thread, and polling starts again.
-                    let Some(finished) = queue.blocking_recv() else {
-                        return;
-                    };
-                    if !write(finished) {
-                        return;
+                // Then take what is queued, a pause apart, for as long as records keep coming:
+                // blocking in recv() while they do would make every request wake this thread, a
+                // context switch per request on a busy proxy. Records show up at most one pause
+                // late. A lone record (a slow stream's) costs one wake-up, not one for each
+                // pause of a wait for the next.
+                loop {
+                    let mut taken = 0;
+                    loop {
+                        match queue.try_recv() {
+                            Ok(finished) => {
+                                if !write(finished) {
+                                    return;
+                                }
+                                taken += 1;
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            // Every sender (held by the tracker) is gone.
+                            Err(TryRecvError::Disconnected) => return,
+                        }
                     }
-                    idle = 0;
+                    if taken == 0 {
+                        break;
+                    }
+                    std::thread::sleep(BUSY_PAUSE);
                 }
             }
         })
