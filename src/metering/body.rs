@@ -45,7 +45,7 @@ pub struct MeteredBody {
     done: bool,
     /// Set under `--on-client-disconnect drain`.
     drainer: Option<Drainer>,
-    /// Leave the meter's end of a whole JSON answer to the connection's writer (see
+    /// Leave the body's end to the connection's writer (see
     /// [`MeteredBody::finish_after_write`]).
     finish_after_write: bool,
     /// That end, once the body has ended, until the writer takes it.
@@ -86,9 +86,11 @@ impl MeteredBody {
         self
     }
 
-    /// Leave the meter's end of a whole JSON answer (the one parse of the body) to the client
-    /// connection's writer, which runs it right after writing the answer's last frame: in the
-    /// body's own poll it would hold that write back. Taken through
+    /// Leave the body's end to the client connection's writer, which runs it right after
+    /// writing the answer's last frame: in the body's own poll it would hold that write back.
+    /// The end is the meter's (for a whole JSON answer, the one parse of the body) and the
+    /// hand-off of the record to the recorder thread, which wakes that thread when it sleeps:
+    /// on a busy core the woken thread ran before the last chunk was written. Taken through
     /// [`WriterHints::after_write`]; a body dropped first finishes on the spot.
     pub fn finish_after_write(mut self) -> MeteredBody {
         self.finish_after_write = true;
@@ -111,13 +113,12 @@ impl MeteredBody {
         let Some(in_flight) = self.in_flight.take() else {
             return;
         };
-        match meter {
-            Some(meter) if self.finish_after_write && meter.ends_with_a_parse() => {
-                self.after_write = Some(Box::new(move || {
-                    in_flight.finish(end, Some(meter.finish(now)), bytes, now);
-                }));
-            }
-            meter => in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now),
+        if self.finish_after_write {
+            self.after_write = Some(Box::new(move || {
+                in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now);
+            }));
+        } else {
+            in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now);
         }
     }
 
@@ -354,6 +355,8 @@ impl Drop for MeteredBody {
         if self.in_flight.is_none() {
             return;
         }
+        // No writer is left to take the end: it is made here.
+        self.finish_after_write = false;
         if std::thread::panicking() {
             // Do not touch the meter while unwinding: it may be what panicked.
             self.meter = None;

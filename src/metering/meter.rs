@@ -141,13 +141,6 @@ impl Meter {
         }
     }
 
-    /// Whether finishing reads a kept body whole (a non-streamed OpenAI-style answer up to 64
-    /// KiB): about 11 instructions a byte, 7k for a short chat answer, 220k for an embedding of
-    /// 1536 floats. A stream's end, or a scanned body's, is a few hundred.
-    pub fn ends_with_a_parse(&self) -> bool {
-        matches!(self.framing, Framing::SmallJson(_))
-    }
-
     /// Stream offset before which every byte belongs to a finished event.
     pub fn settled_offset(&self) -> u64 {
         match &self.framing {

@@ -103,10 +103,7 @@ pub fn respond(
     if let Some(drainer) = app.drainer() {
         body = body.drain_on_disconnect(drainer.clone());
     }
-    if dialect.is_some() && !sse {
-        body = body.finish_after_write();
-    }
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(body.finish_after_write()))
 }
 
 #[cfg(test)]

@@ -281,23 +281,3 @@ fn malformed_events_count_as_parse_errors_and_never_panic() {
     assert_eq!(m.parse_errors, 2);
     assert_eq!(measured_usage(&m, Dialect::Chat), Some([1, 1, 2, 0, 0, 0]));
 }
-
-#[test]
-fn only_a_kept_body_ends_with_a_parse() {
-    let now = Instant::now();
-    let mut chat = Meter::new(Dialect::Chat, false, None, false);
-    chat.feed(&[b' '; 4096], now);
-    assert!(chat.ends_with_a_parse(), "kept whole");
-    let mut stream = Meter::new(Dialect::Chat, true, None, false);
-    stream.feed(&[b'\n'; 8192], now);
-    assert!(!stream.ends_with_a_parse(), "a stream is read as it passes");
-    let mut messages = Meter::new(Dialect::Messages, false, None, false);
-    messages.feed(&[b' '; 8192], now);
-    assert!(!messages.ends_with_a_parse(), "scanned as it passes");
-    let mut huge = Meter::new(Dialect::Embeddings, false, None, false);
-    huge.feed(&vec![b' '; 65 << 10], now);
-    assert!(
-        !huge.ends_with_a_parse(),
-        "past the kept size, scanned as it passes"
-    );
-}
