@@ -5,6 +5,7 @@ mod coalesced;
 mod drain;
 mod head_timeout;
 mod sniffed;
+mod woken;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -37,6 +37,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head_timeout::Requests;
+use super::woken::WakeGate;
 
 /// Work a response body leaves for after its connection's next write.
 pub type AfterWrite = Box<dyn FnOnce() + Send>;
@@ -144,6 +145,7 @@ impl Serving {
         }
         response.map(|body| Body {
             inner: body,
+            gate: WakeGate::default(),
             serving: self,
             failure: None,
         })
@@ -257,6 +259,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
 /// A response body that sets its connection's [`WriteNow`] when it ends or fails.
 pub struct Body<B: hyper::body::Body> {
     inner: B,
+    gate: WakeGate,
     serving: Serving,
     /// A failure held back for one poll, while hyper writes what it holds.
     failure: Option<B::Error>,
@@ -277,7 +280,8 @@ where
         if let Some(failure) = this.failure.take() {
             return Poll::Ready(Some(Err(failure)));
         }
-        let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
+        let inner = &mut this.inner;
+        let Poll::Ready(frame) = this.gate.poll(cx, |cx| Pin::new(inner).poll_frame(cx)) else {
             if this.inner.idle_when_pending() {
                 this.serving.set();
             }

@@ -11,6 +11,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::woken::WakeGate;
+
 /// What an h2c client sends first (RFC 9113 section 3.4). An HTTP/1.1 request line differs
 /// from it within its first four bytes.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -23,6 +25,10 @@ pub struct Sniffed {
     /// `prefix[start..end]` is read from the socket but not yet by hyper.
     start: usize,
     end: usize,
+    /// hyper reads the socket in every turn of its connection's task, also while it only
+    /// writes a stream's chunks: once a read has found nothing, the next ones ask the socket
+    /// only after it has woken the task.
+    gate: WakeGate,
 }
 
 impl Sniffed {
@@ -47,6 +53,7 @@ impl Sniffed {
             prefix,
             start: 0,
             end,
+            gate: WakeGate::default(),
         };
         Ok((sniffed, h2c))
     }
@@ -72,7 +79,8 @@ impl AsyncRead for Sniffed {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let stream = &mut this.stream;
+        this.gate.poll(cx, |cx| Pin::new(stream).poll_read(cx, buf))
     }
 }
 
