@@ -36,6 +36,9 @@ pub(crate) struct Finished {
 
 /// Pause between batches while records keep coming.
 const BUSY_PAUSE: Duration = Duration::from_millis(1);
+/// Wake-ups closer together than this mean records are coming often: the thread then takes
+/// them in batches instead of waking for each.
+const QUIET: Duration = Duration::from_millis(20);
 
 fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
     let seq = finished.active.seq;
@@ -96,19 +99,27 @@ pub(super) fn spawn(
                 }
                 None => false,
             };
+            let mut woken_at: Option<std::time::Instant> = None;
             loop {
                 // Quiet: the next record wakes this thread.
                 let Some(finished) = queue.blocking_recv() else {
                     return;
                 };
+                let now = std::time::Instant::now();
+                let busy = woken_at.is_some_and(|at| now.duration_since(at) < QUIET);
+                woken_at = Some(now);
                 if !write(finished) {
                     return;
                 }
                 // Then take what is queued, a pause apart, for as long as records keep coming:
                 // blocking in recv() while they do would make every request wake this thread, a
                 // context switch per request on a busy proxy. Records show up at most one pause
-                // late. A lone record (a slow stream's) costs one wake-up, not one for each
-                // pause of a wait for the next.
+                // late. Woken soon after the last wake, the thread pauses first (the next
+                // records are on their way); woken after a quiet spell, it looks at once and
+                // blocks again, so a lone record (a slow stream's) costs one wake-up.
+                if busy {
+                    std::thread::sleep(BUSY_PAUSE);
+                }
                 loop {
                     let mut taken = 0;
                     loop {
