@@ -91,6 +91,7 @@ async fn serve(settings: &mut Settings) -> anyhow::Result<()> {
                 settings.admin_listen
             )
         })?;
+    let shutdown = shutdown::signal();
     tracing::info!(
         listen = %proxy.local_addr()?,
         admin = %admin.local_addr()?,
@@ -99,7 +100,7 @@ async fn serve(settings: &mut Settings) -> anyhow::Result<()> {
         "tokentap serving"
     );
     let app = App::new(settings.clone())?;
-    run(Listeners { proxy, admin }, app, shutdown::signal()).await;
+    run(Listeners { proxy, admin }, app, shutdown).await;
     demo_stop.cancel();
     tracing::info!("stopped");
     Ok(())
