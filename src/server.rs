@@ -191,16 +191,13 @@ struct Protocols {
 impl Protocols {
     fn new(settings: &Settings) -> Protocols {
         let mut http1 = http1::Builder::new();
-        // No timer and no `header_read_timeout`: `HeadTimeout` does that job for less.
-        // Writes flattened into one buffer, not hyper's queue of slices for `writev`: a paced
-        // stream's chunk is a few hundred bytes, and keeping the queue (its `iovec`s, the
-        // chunk-size slices, advancing through them) cost more than copying them (callgrind:
-        // paced 20-chunk streams -3.4%, non-streamed chat -1.1%; 200-chunk streams written
-        // many chunks at a time +1.9%, embeddings +0.4%).
+        // No timer and no `header_read_timeout`: `HeadTimeout` does that job for less. hyper's
+        // queue of slices for `writev` is kept, not `writev(false)`: flattening each frame into
+        // one buffer cost a 200-chunk stream about a fifth more CPU (the copies), for gains on
+        // other answers that only callgrind could see (README, Performance).
         http1
             .header_read_timeout(None)
             .keep_alive(true)
-            .writev(false)
             .max_buf_size(settings.max_header_bytes.max(8192) * 4);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
