@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use members::{Members, UsageMembers};
+use members::{Detail, Details, Members, Top, UsageMembers};
 
 /// Token counts as the record carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -93,27 +93,21 @@ pub fn normalize(raw: &Map<String, Value>, family: UsageFamily) -> Result<Normal
     normalize_members(raw, family)
 }
 
-/// Normalises one usage object from its JSON text. The members it reads are parsed without
-/// building a tree; text that reading cannot take (a repeated key, a details member that is
-/// neither an object nor null...) goes through the tree, so the result is `normalize`'s.
+/// Normalises one usage object from its JSON text. The members it reads are taken straight
+/// from the text when their counts are plain; any other text goes through the tree, so the
+/// result is `normalize`'s.
 pub fn normalize_text(raw: &RawUsage, family: UsageFamily) -> Result<Normalized, UsageError> {
     let raw = raw.get();
     // A struct would also read a JSON array, by position: only an object is a usage object.
     if !raw.starts_with('{') {
         return Err(UsageError::NotAnObject);
     }
-    // Read in place: `Members` is 832 bytes, and returned through `Option` and `Result` it
-    // was copied four times (about 450 instructions a record, callgrind).
-    let mut members = Members::default();
-    if members.read(raw).is_some() {
+    if let Some(members) = Members::scan(raw) {
         return normalize_members(&members, family);
     }
-    match serde_json::from_str::<Members>(raw) {
-        Ok(members) => normalize_members(&members, family),
-        Err(_) => match serde_json::from_str::<Map<String, Value>>(raw) {
-            Ok(map) => normalize(&map, family),
-            Err(_) => Err(UsageError::NotAnObject),
-        },
+    match serde_json::from_str::<Map<String, Value>>(raw) {
+        Ok(map) => normalize(&map, family),
+        Err(_) => Err(UsageError::NotAnObject),
     }
 }
 
@@ -121,45 +115,45 @@ fn normalize_members(
     raw: &impl UsageMembers,
     family: UsageFamily,
 ) -> Result<Normalized, UsageError> {
-    let top = |key: &'static str| count(raw.top(key), key);
-    let nested = |outer: &'static str, key: &'static str| count(raw.nested(outer, key), key);
+    let top = |key| raw.top(key);
+    let nested = |outer, key| raw.nested(outer, key);
 
-    let cache_read_anthropic = top("cache_read_input_tokens")?;
-    let cache_write_anthropic = top("cache_creation_input_tokens")?;
+    let cache_read_anthropic = top(Top::CacheReadInput)?;
+    let cache_write_anthropic = top(Top::CacheCreationInput)?;
     let anthropic = family == UsageFamily::Anthropic
         || cache_read_anthropic.is_some()
         || cache_write_anthropic.is_some();
 
-    let prompt_stated = first([top("prompt_tokens")?, top("input_tokens")?]);
-    let completion_stated = first([top("completion_tokens")?, top("output_tokens")?]);
-    let total_stated = top("total_tokens")?;
+    let prompt_stated = first([top(Top::Prompt)?, top(Top::Input)?]);
+    let completion_stated = first([top(Top::Completion)?, top(Top::Output)?]);
+    let total_stated = top(Top::Total)?;
     if prompt_stated.is_none() && completion_stated.is_none() && total_stated.is_none() {
         return Err(UsageError::Empty);
     }
 
     let cached = first([
-        nested("prompt_tokens_details", "cached_tokens")?,
-        nested("input_tokens_details", "cached_tokens")?,
-        top("prompt_cache_hit_tokens")?,
-        top("cached_tokens")?,
+        nested(Details::Prompt, Detail::Cached)?,
+        nested(Details::Input, Detail::Cached)?,
+        top(Top::PromptCacheHit)?,
+        top(Top::Cached)?,
         cache_read_anthropic,
     ])
     .unwrap_or(0);
     let cache_creation = first([
-        nested("prompt_tokens_details", "cache_write_tokens")?,
-        nested("input_tokens_details", "cache_write_tokens")?,
-        nested("prompt_tokens_details", "cache_creation_tokens")?,
+        nested(Details::Prompt, Detail::CacheWrite)?,
+        nested(Details::Input, Detail::CacheWrite)?,
+        nested(Details::Prompt, Detail::CacheCreation)?,
         cache_write_anthropic,
     ])
     .unwrap_or(0);
     let reasoning_stated = first([
-        nested("completion_tokens_details", "reasoning_tokens")?,
-        nested("output_tokens_details", "reasoning_tokens")?,
-        top("reasoning_tokens")?,
+        nested(Details::Completion, Detail::Reasoning)?,
+        nested(Details::Output, Detail::Reasoning)?,
+        top(Top::Reasoning)?,
     ]);
 
     let mut prompt = prompt_stated.unwrap_or(0);
-    if anthropic && raw.top("input_tokens").is_some() && raw.top("prompt_tokens").is_none() {
+    if anthropic && raw.has_top(Top::Input) && !raw.has_top(Top::Prompt) {
         // Anthropic counts cache reads and writes apart from `input_tokens`.
         prompt = prompt
             .saturating_add(cache_read_anthropic.unwrap_or(0))
@@ -191,40 +185,6 @@ fn normalize_members(
 
 fn first<const N: usize>(values: [Option<u64>; N]) -> Option<u64> {
     values.into_iter().flatten().next()
-}
-
-/// Reads one count: absent or null is `None`; numbers and numeric strings are accepted;
-/// negatives, fractions, other types and absurd sizes are refused.
-fn count(value: Option<&Value>, key: &'static str) -> Result<Option<u64>, UsageError> {
-    let n = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(n) = n.as_u64() {
-                n
-            } else if n.as_i64().is_some_and(|n| n < 0) {
-                return Err(UsageError::Negative(key));
-            } else {
-                match n.as_f64() {
-                    Some(f) if f < 0.0 => return Err(UsageError::Negative(key)),
-                    Some(f) if f.fract() == 0.0 && f <= MAX_COUNT as f64 => f as u64,
-                    Some(f) if f.fract() == 0.0 => return Err(UsageError::TooLarge(key)),
-                    _ => return Err(UsageError::NotANumber(key)),
-                }
-            }
-        }
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.starts_with('-') {
-                return Err(UsageError::Negative(key));
-            }
-            s.parse::<u64>().map_err(|_| UsageError::NotANumber(key))?
-        }
-        Some(_) => return Err(UsageError::NotANumber(key)),
-    };
-    if n > MAX_COUNT {
-        return Err(UsageError::TooLarge(key));
-    }
-    Ok(Some(n))
 }
 
 /// The provider's usage text as a record keeps it: without the whitespace between tokens (a
