@@ -215,7 +215,7 @@ fn nested_slot(outer: Details, key: Detail) -> usize {
 
 /// The counts of a usage object whose counts are plain (whole non-negative numbers or `null`)
 /// and whose `*_details` members are objects of them, as one table: 224 bytes, no allocation,
-/// no `Value`. The `serde_json::Value` struct this replaced was 832 bytes and was looked up by
+/// no `Value`. The struct of `serde_json::Value`s this replaced was 832 bytes and was looked up by
 /// key names compared at run time (about 3.5k instructions a record on the recorder thread,
 /// callgrind).
 #[derive(Default, Debug, PartialEq, Eq)]
