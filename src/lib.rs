@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tracker;
 pub mod upstream;
+pub mod wire;
 
 pub use app::App;
 pub use server::{Listeners, run};

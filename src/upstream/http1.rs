@@ -21,7 +21,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -32,13 +32,12 @@ use tokio::net::TcpStream;
 
 use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
+use crate::wire::{BadChunk, Chunked, add_length, decode_chunked, has_token, itoa};
 
 /// Most header lines an answer's head may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// Largest answer head read.
 const MAX_HEAD: usize = 64 * 1024;
-/// Longest chunk-size or trailer line.
-const MAX_LINE: usize = 4 * 1024;
 /// Room made in the read buffer before a read: an unpaced stream of a few dozen chunks
 /// arrives in one read.
 const READ_SIZE: usize = 8 * 1024;
@@ -62,6 +61,12 @@ pub enum Http1Error {
     HeadTooLarge,
     #[error("the provider's answer has an invalid chunk")]
     Chunk,
+}
+
+impl From<BadChunk> for Http1Error {
+    fn from(_: BadChunk) -> Http1Error {
+        Http1Error::Chunk
+    }
 }
 
 /// The socket of a connection: plain TCP, or TLS that negotiated HTTP/1.1.
@@ -367,18 +372,6 @@ fn encode_head(
     head
 }
 
-fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &digits[at..];
-        }
-    }
-}
-
 /// Takes the whole interim answers at the start of `buf`; whether all there is, is interim or
 /// may still prove to be (too little of a status line to tell).
 fn only_interim(buf: &mut BytesMut) -> bool {
@@ -546,30 +539,12 @@ impl FramingLines {
         } else if *name == CONTENT_LENGTH {
             self.has_length = true;
             if let Ok(known) = self.length {
-                self.length = add_length(known, value);
+                self.length = add_length(known, value).map_err(Http1Error::Head);
             }
         } else if *name == CONNECTION {
             self.closes |= has_token(value.as_bytes(), b"close");
         }
     }
-}
-
-/// The length so far and one more `Content-Length` line; each of its comma-separated parts
-/// must be digits, and all the same.
-fn add_length(mut length: Option<u64>, value: &HeaderValue) -> Result<Option<u64>, Http1Error> {
-    for part in value.as_bytes().split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        let parsed = std::str::from_utf8(part)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Http1Error::Head("its Content-Length is invalid"))?;
-        if length.is_some_and(|known| known != parsed) {
-            return Err(Http1Error::Head("it has two different Content-Lengths"));
-        }
-        length = Some(parsed);
-    }
-    Ok(length)
 }
 
 /// How an answer's body ends (RFC 9112, section 6.3).
@@ -596,13 +571,6 @@ fn framing(status: StatusCode, lines: FramingLines) -> Result<Framing, Http1Erro
     })
 }
 
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 /// How much of an answer's body is left to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -611,133 +579,6 @@ enum Framing {
     /// Until the provider closes the connection.
     UntilClose,
     Ended,
-}
-
-/// Where a chunked body's decoding stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    /// At a chunk-size line.
-    Size,
-    /// In a chunk's data, with this many bytes of it left.
-    Data(u64),
-    /// At the line break that ends a chunk's data.
-    DataEnd,
-    /// After the last chunk, at a trailer line or the blank line that ends the body.
-    Trailers,
-}
-
-/// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together
-/// at the front of `buf` and split off as one piece; an incomplete line is left in `buf` for the
-/// next read. Returns that data, if any, and whether the body has ended.
-fn decode_chunked(
-    state: &mut Chunked,
-    buf: &mut BytesMut,
-) -> Result<(Option<Bytes>, bool), Http1Error> {
-    // Data moved so far, at buf[..out]; raw bytes before `at` are taken.
-    let mut out = 0;
-    let mut at = 0;
-    let ended = loop {
-        match *state {
-            Chunked::Size => {
-                let Some(line) = take_line(buf, &mut at)? else {
-                    break false;
-                };
-                let size = chunk_size(line).ok_or(Http1Error::Chunk)?;
-                *state = if size == 0 {
-                    Chunked::Trailers
-                } else {
-                    Chunked::Data(size)
-                };
-            }
-            Chunked::Data(left) => {
-                let here = (buf.len() - at) as u64;
-                if here == 0 {
-                    break false;
-                }
-                let n = left.min(here) as usize;
-                if at != out {
-                    buf.copy_within(at..at + n, out);
-                }
-                out += n;
-                at += n;
-                *state = if n as u64 == left {
-                    Chunked::DataEnd
-                } else {
-                    Chunked::Data(left - n as u64)
-                };
-            }
-            Chunked::DataEnd => {
-                let rest = &buf[at..];
-                if rest.starts_with(b"\r\n") {
-                    at += 2;
-                } else if rest.starts_with(b"\n") {
-                    at += 1;
-                } else if rest.is_empty() || rest == b"\r" {
-                    break false;
-                } else {
-                    return Err(Http1Error::Chunk);
-                }
-                *state = Chunked::Size;
-            }
-            Chunked::Trailers => {
-                let Some(line) = take_line(buf, &mut at)? else {
-                    break false;
-                };
-                // Trailers are dropped; a blank line ends the body.
-                if line.is_empty() {
-                    break true;
-                }
-            }
-        }
-    };
-    let data = (out > 0).then(|| buf.split_to(out).freeze());
-    buf.advance(at - out);
-    Ok((data, ended))
-}
-
-/// The line at `at` without its line break, moving `at` past it; `None` while incomplete.
-fn take_line<'b>(buf: &'b [u8], at: &mut usize) -> Result<Option<&'b [u8]>, Http1Error> {
-    let rest = &buf[*at..];
-    let Some(end) = memchr::memchr(b'\n', rest) else {
-        return if rest.len() > MAX_LINE {
-            Err(Http1Error::Chunk)
-        } else {
-            Ok(None)
-        };
-    };
-    *at += end + 1;
-    let line = &rest[..end];
-    Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)))
-}
-
-/// A chunk-size line's size: hex digits, then nothing or chunk extensions (ignored). Read digit
-/// by digit: through `str` and `from_str_radix` it took a UTF-8 check and a second pass, about
-/// 90 instructions a chunk of a paced stream (callgrind).
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let mut size: u64 = 0;
-    let mut digits = 0;
-    for &byte in line {
-        let value = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'a'..=b'f' => byte - b'a' + 10,
-            b'A'..=b'F' => byte - b'A' + 10,
-            _ => break,
-        };
-        // 16 hex digits fill a u64: a longer size is not one any body could have.
-        if digits == 16 {
-            return None;
-        }
-        size = size << 4 | u64::from(value);
-        digits += 1;
-    }
-    if digits == 0 {
-        return None;
-    }
-    let rest = line[digits..].trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
-        return None;
-    }
-    Some(size)
 }
 
 /// An answer's body on an HTTP/1.1 connection, read off the socket as it is polled. It gives the
@@ -805,7 +646,7 @@ impl Body for Http1Body {
                 Framing::Chunked(state) => {
                     let (data, ended) = match decode_chunked(state, &mut conn.buf) {
                         Ok(decoded) => decoded,
-                        Err(err) => return this.fail(err),
+                        Err(err) => return this.fail(err.into()),
                     };
                     if ended {
                         this.end();
