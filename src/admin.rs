@@ -9,11 +9,11 @@ mod query;
 
 use std::convert::Infallible;
 
+use crate::server::ClientBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::app::App;
@@ -26,7 +26,7 @@ impl crate::server::WriterHints for AdminBody {}
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
-pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
+pub async fn handle(app: App, req: Request<ClientBody>) -> Response<AdminBody> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -70,7 +70,7 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Response<AdminBody> {
 }
 
 /// `/metrics`: open unless a metrics or admin token is set; either token is accepted.
-fn metrics(app: &App, req: &Request<Incoming>) -> Response<AdminBody> {
+fn metrics(app: &App, req: &Request<ClientBody>) -> Response<AdminBody> {
     if !auth::metrics_allowed(app, req) {
         return auth::unauthorized();
     }

@@ -18,7 +18,9 @@ use std::task::{Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{Either, Full, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
+
+use crate::server::ClientBody;
 use tokio::time::{Instant, Sleep};
 
 use attribution::attribute;
@@ -54,7 +56,11 @@ impl crate::server::WriterHints for ProxyBody {
 
 /// `handle`, with a panic turned into a 500 in the error shape (the request's record is still
 /// written, by its `InFlight` unwinding) instead of a dropped connection.
-pub async fn handle_guarded(app: App, req: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
+pub async fn handle_guarded(
+    app: App,
+    req: Request<ClientBody>,
+    client: Peer,
+) -> Response<ProxyBody> {
     use futures_util::FutureExt;
     let endpoint = Endpoint::of_path(req.uri().path());
     let tracked = AtomicBool::new(false);
@@ -76,14 +82,14 @@ pub async fn handle_guarded(app: App, req: Request<Incoming>, client: Peer) -> R
     }
 }
 
-pub async fn handle(app: App, req: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
+pub async fn handle(app: App, req: Request<ClientBody>, client: Peer) -> Response<ProxyBody> {
     handle_tracked(app, req, client, &AtomicBool::new(false)).await
 }
 
 /// `handle`, setting `tracked` once the request's record has been started.
 async fn handle_tracked(
     app: App,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     client: Peer,
     tracked: &AtomicBool,
 ) -> Response<ProxyBody> {

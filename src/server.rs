@@ -1,9 +1,11 @@
-//! Serving: accept loops for the proxy and admin listeners, HTTP/1.1 and h2c on each
-//! connection, and the graceful drain on shutdown.
+//! Serving: accept loops for the proxy and admin listeners, HTTP/1.1 (tokentap's own, see
+//! `http1`) and h2c (hyper's) on each connection, and the graceful drain on shutdown.
 
+mod client_body;
 mod coalesced;
 mod drain;
 mod head_timeout;
+pub mod http1;
 mod sniffed;
 mod woken;
 
@@ -13,8 +15,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Settings;
 use crate::{admin, proxy};
+pub use client_body::ClientBody;
 pub use coalesced::{AfterWrite, WriterHints};
 use coalesced::{Coalesced, WriteNow};
 use drain::{Drain, Ended};
@@ -135,35 +139,13 @@ impl AcceptLoop {
             let stop = stop.clone();
             match role {
                 Role::Proxy => {
-                    // Boxed: hyper keeps a slot the size of the handler's future for the whole
-                    // connection; a box pointer there instead lets the ~3 KiB state go as soon
-                    // as the response head is out, not when a long stream ends.
                     let client = proxy::Peer::new(peer);
-                    let service = move |write_now: WriteNow| {
-                        service_fn(move |req| {
-                            let app = app.clone();
-                            let serving = write_now.begin();
-                            let client = client.clone();
-                            Box::pin(async move {
-                                let response = proxy::handle_guarded(app, req, client).await;
-                                Ok::<_, std::convert::Infallible>(serving.response(response))
-                            })
-                        })
-                    };
-                    tokio::spawn(protocols.serve(stream, peer, service, drain, stop));
+                    let handle = move |req| proxy::handle_guarded(app.clone(), req, client.clone());
+                    tokio::spawn(protocols.serve(stream, peer, handle, drain, stop));
                 }
                 Role::Admin => {
-                    let service = move |write_now: WriteNow| {
-                        service_fn(move |req| {
-                            let app = app.clone();
-                            let serving = write_now.begin();
-                            async move {
-                                let response = admin::handle(app, req).await;
-                                Ok::<_, std::convert::Infallible>(serving.response(response))
-                            }
-                        })
-                    };
-                    tokio::spawn(protocols.serve(stream, peer, service, drain, stop));
+                    let handle = move |req| admin::handle(app.clone(), req);
+                    tokio::spawn(protocols.serve(stream, peer, handle, drain, stop));
                 }
             }
         }
@@ -181,8 +163,11 @@ impl AcceptLoop {
 
 /// The HTTP/1.1 and h2c connection settings, shared by every connection of a listener.
 struct Protocols {
-    http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// Longest HTTP/1.1 request head read. Four times `--max-header-bytes`, as for h2c: a head
+    /// over the limit but within this is still read, so that the proxy answers it with a
+    /// record of its own.
+    max_head: usize,
     /// How long a client may take to send the bytes that tell HTTP/1.1 from h2c, and, on
     /// HTTP/1.1, to begin its next request (see `head_timeout`).
     header_timeout: Duration,
@@ -190,55 +175,44 @@ struct Protocols {
 
 impl Protocols {
     fn new(settings: &Settings) -> Protocols {
-        let mut http1 = http1::Builder::new();
-        // No timer and no `header_read_timeout`: `HeadTimeout` does that job for less. hyper's
-        // queue of slices for `writev` is kept, not `writev(false)`: flattening each frame into
-        // one buffer cost a 200-chunk stream about a fifth more CPU (the copies), for gains on
-        // other answers that only callgrind could see (README, Performance).
-        http1
-            .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size(settings.max_header_bytes.max(8192) * 4);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes * 4).unwrap_or(u32::MAX));
         Protocols {
-            http1,
             http2,
+            max_head: settings.max_header_bytes.max(8192) * 4,
             header_timeout: settings.client_header_timeout,
         }
     }
 
-    /// Serves one connection as HTTP/1.1 or h2c, told apart by its first bytes. Chosen here,
-    /// not by hyper-util's auto builder: its connection future holds the HTTP/2 state inline,
-    /// about 5 KiB more per HTTP/1.1 connection (RSS at 3,000 streams, 35.4 vs 30.0 KiB in a
-    /// bare hyper proxy).
+    /// Serves one connection as HTTP/1.1 or h2c, told apart by its first bytes, answering each
+    /// request with `handle`. Chosen here, not by hyper-util's auto builder: its connection
+    /// future holds the HTTP/2 state inline, about 5 KiB more per HTTP/1.1 connection (RSS at
+    /// 3,000 streams, 35.4 vs 30.0 KiB in a bare hyper proxy).
     ///
-    /// `service` makes the connection's service from the signal its responses give the
-    /// connection's writer (see `coalesced`). On h2c the streams of a connection share one
-    /// signal: it is a hint, so one stream's end only spares another's write its wait.
-    async fn serve<S, B>(
+    /// Each response's body gives the connection's writer a signal (see `coalesced`). On h2c
+    /// the streams of a connection share one signal: it is a hint, so one stream's end only
+    /// spares another's write its wait.
+    async fn serve<H, F, B>(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        service: impl FnOnce(WriteNow) -> S,
+        handle: H,
         drain: Drain,
         stop: CancellationToken,
     ) where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        H: Fn(Request<ClientBody>) -> F + Send + Unpin + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + WriterHints + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + Unpin,
     {
         let sniffing = tokio::time::timeout(self.header_timeout, Sniffed::read(stream));
         let sniffed = tokio::select! {
             biased;
             sniffed = sniffing => sniffed,
             // Shutting down: a connection that has not sent a request yet gets none served, and
-            // does not hold up the drain (hyper-util's auto builder dropped these too).
+            // does not hold up the drain.
             () = stop.cancelled() => return,
         };
         let (stream, http2) = match sniffed {
@@ -253,17 +227,32 @@ impl Protocols {
             }
         };
         let write_now = WriteNow::default();
-        let service = service(write_now.clone());
-        let io = TokioIo::new(Coalesced::new(stream, write_now.clone()));
         if http2 {
+            let signal = write_now.clone();
+            let service = service_fn(move |req: Request<Incoming>| {
+                let serving = signal.begin();
+                let answer = handle(req.map(ClientBody::Http2));
+                async move { Ok::<_, std::convert::Infallible>(serving.response(answer.await)) }
+            });
+            let io = TokioIo::new(Coalesced::new(stream, write_now));
             // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
             let ended = Box::pin(drain.watch(self.http2.serve_connection(io, service))).await;
             report(ended, peer);
         } else {
-            // Built in place and pinned where it stands: a connection future passed by value
-            // into an async fn that moves it again is held twice in the task (1,920 bytes
-            // where the connection is 872).
-            let conn = self.http1.serve_connection(io, service);
+            let signal = write_now.clone();
+            // Boxed: the connection holds the handler's future until the answer's head is out;
+            // a box pointer there instead of the ~3 KiB state keeps a long stream's connection
+            // small.
+            let service = move |req: Request<http1::RequestBody>| {
+                let serving = signal.begin();
+                let answer = handle(req.map(ClientBody::Http1));
+                Box::pin(async move { serving.response(answer.await) })
+            };
+            let (stream, buf) = stream.into_parts(http1::READ_SIZE);
+            let io = Coalesced::new(stream, write_now.clone());
+            let conn = http1::Connection::new(io, buf, service, self.max_head);
+            // Pinned where it stands: a connection future passed by value into an async fn
+            // that moves it again is held twice in the task.
             let conn = pin!(drain.watch(HeadTimeout::new(conn, self.header_timeout, write_now)));
             report(conn.await, peer);
         }

@@ -9,11 +9,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::server::ClientBody;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, Limited};
-use hyper::body::Incoming;
 
 use crate::config::ProviderConfig;
 use pool::Pool;
@@ -21,7 +21,7 @@ pub use pool::{ClientError, ResponseBody};
 
 /// A request body as sent upstream: a metered request's JSON, read whole, or any other body
 /// streamed through, bounded by `--max-body`.
-pub type OutboundBody = Either<Full<Bytes>, Limited<Incoming>>;
+pub type OutboundBody = Either<Full<Bytes>, Limited<ClientBody>>;
 
 /// The upstream's answer, as the client gets it through the meter.
 pub type UpstreamResponse = Response<ResponseBody>;

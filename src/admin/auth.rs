@@ -1,13 +1,13 @@
 //! The admin token: `Authorization: Bearer TOKEN`, or `?token=TOKEN` for what a browser's
 //! EventSource and address bar cannot send headers for. Compared in constant time.
 
+use crate::server::ClientBody;
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 
 use super::{AdminBody, error};
 use crate::app::App;
 
-pub fn admin_allowed(app: &App, req: &Request<Incoming>) -> bool {
+pub fn admin_allowed(app: &App, req: &Request<ClientBody>) -> bool {
     app.settings()
         .admin_token
         .as_deref()
@@ -15,13 +15,13 @@ pub fn admin_allowed(app: &App, req: &Request<Incoming>) -> bool {
 }
 
 /// `/metrics` takes the metrics token or the admin token, and is open when neither is set.
-pub fn metrics_allowed(app: &App, req: &Request<Incoming>) -> bool {
+pub fn metrics_allowed(app: &App, req: &Request<ClientBody>) -> bool {
     let s = app.settings();
     let tokens = [s.metrics_token.as_deref(), s.admin_token.as_deref()];
     tokens.iter().all(Option::is_none) || tokens.iter().flatten().any(|t| presents(req, t))
 }
 
-fn presents(req: &Request<Incoming>, token: &str) -> bool {
+fn presents(req: &Request<ClientBody>, token: &str) -> bool {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -59,6 +59,15 @@ impl Sniffed {
     }
 }
 
+impl Sniffed {
+    /// The socket, and the bytes read from it so far at the start of a buffer of `capacity`.
+    pub fn into_parts(self, capacity: usize) -> (TcpStream, bytes::BytesMut) {
+        let mut buf = bytes::BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(&self.prefix[self.start..self.end]);
+        (self.stream, buf)
+    }
+}
+
 impl AsyncRead for Sniffed {
     fn poll_read(
         self: Pin<&mut Self>,

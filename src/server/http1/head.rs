@@ -1,0 +1,344 @@
+//! A request's head, read off the start of the connection's read buffer: the request line and
+//! headers as an `http::Request`, how its body is framed, and whether the connection may carry
+//! another request after it.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+use crate::wire::{add_length, has_token};
+
+/// Most header lines a request may have (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+/// How a request's body is framed (RFC 9112, section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    Known(u64),
+    Chunked,
+}
+
+/// A request head, read and taken from the buffer.
+#[derive(Debug)]
+pub struct Head {
+    pub request: Request<()>,
+    pub body: BodyLength,
+    /// The client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a `100 Continue` before it sends the body.
+    pub expects_continue: bool,
+}
+
+/// A request that cannot be served: answered with its status, and the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+impl Rejected {
+    fn bad(reason: &'static str) -> Rejected {
+        Rejected {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+
+    fn too_large() -> Rejected {
+        Rejected {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            reason: "the request head is too large",
+        }
+    }
+}
+
+/// Parses the request head at the start of `buf`, taking it from `buf` when whole (`None`
+/// until it is). A head not whole within `max_head` bytes is rejected.
+pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Rejected> {
+    // Uninitialised: zeroing room for a hundred lines costs more than parsing the usual ten.
+    let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut lines,
+    ) {
+        Ok(httparse::Status::Complete(length)) if length > max_head => {
+            return Err(Rejected::too_large());
+        }
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(Rejected::too_large());
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Rejected::too_large()),
+        Err(httparse::Error::Version) => {
+            return Err(Rejected {
+                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                reason: "only HTTP/1.0 and HTTP/1.1 are served here",
+            });
+        }
+        Err(_) => return Err(Rejected::bad("the request head does not parse")),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Rejected::bad("the request method is invalid"))?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    // The target, names and values are read from the head once it is split off: the target
+    // and the values are slices of it, not copies.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let target = span(parsed.path.unwrap_or_default().as_bytes());
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (line, slot) in parsed.headers.iter().zip(spans.iter_mut()) {
+        let (name_start, name_end) = span(line.name.as_bytes());
+        let (value_start, value_end) = span(line.value);
+        *slot = (name_start, name_end, value_start, value_end);
+    }
+    let head = buf.split_to(length).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|_| Rejected::bad("the request target is invalid"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut lines = FramingLines::default();
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| Rejected::bad("a header name is invalid"))?;
+        let value = value_of(&head, value_start, value_end)?;
+        lines.note(&name, &value)?;
+        headers.append(name, value);
+    }
+    let body = lines.body_length(version)?;
+    let keep_alive = match version {
+        Version::HTTP_11 => !lines.closes,
+        _ => lines.keeps_alive && !lines.closes,
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        body,
+        keep_alive,
+        expects_continue: version == Version::HTTP_11 && lines.expects_continue,
+    }))
+}
+
+fn value_of(head: &Bytes, start: usize, end: usize) -> Result<HeaderValue, Rejected> {
+    HeaderValue::from_maybe_shared(head.slice(start..end))
+        .map_err(|_| Rejected::bad("a header value is invalid"))
+}
+
+/// What the head's framing lines say, noted line by line as the head is read.
+#[derive(Default)]
+struct FramingLines {
+    /// The last `Transfer-Encoding` line: its last coding is the one that frames the body.
+    transfer_encoding: Option<HeaderValue>,
+    /// Whether any `Content-Length` line came, and the length they say together.
+    has_length: bool,
+    length: Option<u64>,
+    /// A `Connection` line lists `close`, or `keep-alive`.
+    closes: bool,
+    keeps_alive: bool,
+    expects_continue: bool,
+}
+
+impl FramingLines {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Rejected> {
+        if *name == TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value.clone());
+        } else if *name == CONTENT_LENGTH {
+            self.has_length = true;
+            self.length = add_length(self.length, value).map_err(|_| {
+                Rejected::bad("the request's Content-Length lines are invalid or disagree")
+            })?;
+        } else if *name == CONNECTION {
+            self.closes |= has_token(value.as_bytes(), b"close");
+            self.keeps_alive |= has_token(value.as_bytes(), b"keep-alive");
+        } else if *name == EXPECT {
+            self.expects_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// The body's framing. A request framed both ways, or by a coding other than chunked, is
+    /// refused: someone on the way may have read it the other way (request smuggling).
+    fn body_length(&self, version: Version) -> Result<BodyLength, Rejected> {
+        let Some(coding) = &self.transfer_encoding else {
+            return Ok(BodyLength::Known(self.length.unwrap_or(0)));
+        };
+        if self.has_length {
+            return Err(Rejected::bad(
+                "the request has both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if version != Version::HTTP_11 {
+            return Err(Rejected::bad("Transfer-Encoding needs HTTP/1.1"));
+        }
+        let chunked_last = coding
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked_last {
+            return Err(Rejected::bad(
+                "the request's Transfer-Encoding does not end in chunked",
+            ));
+        }
+        Ok(BodyLength::Chunked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(raw: &[u8]) -> (Head, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        match parse(&mut buf, 8192) {
+            Ok(Some(head)) => (head, buf),
+            other => panic!("{other:?} for {}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn rejected(raw: &[u8]) -> StatusCode {
+        match parse(&mut BytesMut::from(raw), 200) {
+            Err(rejected) => rejected.status,
+            other => panic!("{other:?} for {}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn a_head_gives_method_target_headers_and_leaves_the_body() {
+        let (head, rest) = whole(
+            b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: tt\r\nAuthorization: Bearer sk\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 4\r\n\r\nbody",
+        );
+        let request = &head.request;
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), "/v1/chat/completions");
+        assert_eq!(request.uri().query(), Some("x=1"));
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["authorization"], "Bearer sk");
+        assert_eq!(request.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(head.body, BodyLength::Known(4));
+        assert!(head.keep_alive && !head.expects_continue);
+        assert_eq!(&rest[..], b"body");
+    }
+
+    #[test]
+    fn framing_and_reuse_follow_the_version_and_the_lines() {
+        let cases: [(&[u8], BodyLength, bool, bool); 8] = [
+            (b"GET / HTTP/1.1\r\n\r\n", BodyLength::Known(0), true, false),
+            (b"GET / HTTP/1.0\r\n\r\n", BodyLength::Known(0), false, false),
+            (
+                b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                BodyLength::Known(0),
+                true,
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+                BodyLength::Known(0),
+                false,
+                false,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                BodyLength::Chunked,
+                true,
+                false,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\nExpect: 100-Continue\r\n\r\n",
+                BodyLength::Known(7),
+                true,
+                true,
+            ),
+            // Only HTTP/1.1 clients wait for a `100 Continue`.
+            (
+                b"POST / HTTP/1.0\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n",
+                BodyLength::Known(7),
+                false,
+                false,
+            ),
+            (
+                b"OPTIONS * HTTP/1.1\r\n\r\n",
+                BodyLength::Known(0),
+                true,
+                false,
+            ),
+        ];
+        for (raw, body, keep_alive, expects_continue) in cases {
+            let (head, _) = whole(raw);
+            assert_eq!(
+                (head.body, head.keep_alive, head.expects_continue),
+                (body, keep_alive, expects_continue),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_head_waits_until_it_is_too_large() {
+        let mut buf = BytesMut::from(&b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"[..]);
+        assert!(matches!(parse(&mut buf, 8192), Ok(None)));
+        assert_eq!(buf.len(), 45, "nothing is taken from a partial head");
+        let long = [&b"GET / HTTP/1.1\r\nx-long: "[..], &[b'a'; 300]].concat();
+        assert_eq!(rejected(&long), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let whole_but_long = [&long[..], b"\r\n\r\n"].concat();
+        assert_eq!(
+            rejected(&whole_but_long),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many: Vec<u8> = [&b"GET / HTTP/1.1\r\n"[..]]
+            .into_iter()
+            .chain(std::iter::repeat_n(&b"a: 1\r\n"[..], MAX_HEADERS + 1))
+            .chain([&b"\r\n"[..]])
+            .flatten()
+            .copied()
+            .collect();
+        assert!(matches!(
+            parse(&mut BytesMut::from(&many[..]), 64 * 1024),
+            Err(Rejected {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ambiguous_or_broken_heads_are_rejected() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad name: 1\r\n\r\n",
+            b"\x00GET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(raw),
+                StatusCode::BAD_REQUEST,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert_eq!(
+            rejected(b"GET / HTTP/2.0\r\n\r\n"),
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED
+        );
+    }
+}
