@@ -15,7 +15,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -248,9 +248,10 @@ impl Protocols {
                 let answer = handle(req.map(ClientBody::Http1));
                 Box::pin(async move { serving.response(answer.await) })
             };
-            let (stream, buf) = stream.into_parts(http1::READ_SIZE);
+            // Read through `Sniffed`: the bytes it read come first, and its gate keeps a
+            // stream's turns from asking the client's socket again until it has news.
             let io = Coalesced::new(stream, write_now.clone());
-            let conn = http1::Connection::new(io, buf, service, self.max_head);
+            let conn = http1::Connection::new(io, BytesMut::new(), service, self.max_head);
             // Pinned where it stands: a connection future passed by value into an async fn
             // that moves it again is held twice in the task.
             let conn = pin!(drain.watch(HeadTimeout::new(conn, self.header_timeout, write_now)));

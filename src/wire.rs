@@ -147,18 +147,28 @@ pub fn add_length(
     value: &HeaderValue,
 ) -> Result<Option<u64>, &'static str> {
     for part in value.as_bytes().split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        let parsed = std::str::from_utf8(part)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or("its Content-Length is invalid")?;
+        let parsed = decimal(part.trim_ascii()).ok_or("its Content-Length is invalid")?;
         if length.is_some_and(|known| known != parsed) {
             return Err("it has two different Content-Lengths");
         }
         length = Some(parsed);
     }
     Ok(length)
+}
+
+/// Digits, and only digits, read as a number that fits a `u64`. Read digit by digit: through
+/// `str` and `parse` it took a UTF-8 check and a second pass, about 220 instructions a line
+/// (callgrind), read three times for every answer.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -183,6 +193,32 @@ pub fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_plain_digits_that_fit_and_agree() {
+        let line = |text: &'static str| HeaderValue::from_static(text);
+        assert_eq!(add_length(None, &line("0")), Ok(Some(0)));
+        assert_eq!(add_length(None, &line(" 42 , 42")), Ok(Some(42)));
+        assert_eq!(add_length(Some(7), &line("7")), Ok(Some(7)));
+        assert_eq!(
+            add_length(None, &line("18446744073709551615")),
+            Ok(Some(u64::MAX))
+        );
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            "1x",
+            "0x10",
+            "1 2",
+            "18446744073709551616",
+            "1,,1",
+        ] {
+            assert!(add_length(None, &line(bad)).is_err(), "{bad:?}");
+        }
+        assert!(add_length(Some(7), &line("8")).is_err());
+        assert!(add_length(None, &line("7, 8")).is_err());
+    }
 
     /// Feeds `raw` to the chunked decoder in pieces ending at `cuts`, as reads would bring it.
     pub(crate) fn decode_in_pieces(

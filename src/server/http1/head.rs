@@ -97,19 +97,23 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
         (start, start + s.len())
     };
     let target = span(parsed.path.unwrap_or_default().as_bytes());
-    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (line, slot) in parsed.headers.iter().zip(spans.iter_mut()) {
-        let (name_start, name_end) = span(line.name.as_bytes());
-        let (value_start, value_end) = span(line.value);
-        *slot = (name_start, name_end, value_start, value_end);
-    }
+    // A list sized to the head, not an array for the most lines: zeroing that cost more than
+    // the allocation.
+    let spans: Vec<(usize, usize, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|line| {
+            let (name_start, name_end) = span(line.name.as_bytes());
+            let (value_start, value_end) = span(line.value);
+            (name_start, name_end, value_start, value_end)
+        })
+        .collect();
     let head = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Rejected::bad("the request target is invalid"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut lines = FramingLines::default();
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+    for (name_start, name_end, value_start, value_end) in spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Rejected::bad("a header name is invalid"))?;
         let value = value_of(&head, value_start, value_end)?;
