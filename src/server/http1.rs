@@ -38,7 +38,7 @@ use head::{BodyLength, Head, Rejected};
 use outbox::Outbox;
 
 use super::drain::Finish;
-use crate::wire::{Chunked, has_token, itoa};
+use crate::wire::{Chunked, add_length, has_token, itoa};
 
 /// Room made in the read buffer before a read; a connection's buffer starts this large.
 pub const READ_SIZE: usize = 8 * 1024;
@@ -292,16 +292,23 @@ where
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let mut keep_alive = request.keep_alive && !self.finishing;
-        if let Some(connection) = headers.get(CONNECTION) {
-            keep_alive &= !has_token(connection.as_bytes(), b"close");
-        }
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .map(|value| crate::wire::add_length(None, value).ok().flatten());
+        // The framing lines among the answer's own, noted as they are written (looked up in the
+        // map, they took four hashed lookups an answer). `declared`: what its `Content-Length`
+        // lines say together, if it has any.
+        let mut declared: Option<Result<Option<u64>, &str>> = None;
+        let (mut says_connection, mut dated) = (false, false);
         put_status(&mut self.out, request.version, status);
         for (name, value) in headers {
             if name == TRANSFER_ENCODING {
                 continue;
+            } else if name == CONTENT_LENGTH {
+                let known = declared.unwrap_or(Ok(None));
+                declared = Some(known.and_then(|known| add_length(known, value)));
+            } else if name == CONNECTION {
+                says_connection = true;
+                keep_alive &= !has_token(value.as_bytes(), b"close");
+            } else if name == DATE {
+                dated = true;
             }
             self.out.put(name.as_str().as_bytes());
             self.out.put(b": ");
@@ -310,8 +317,8 @@ where
         }
         let framing = match declared {
             // A length the handler set itself frames the body, unless it is not a length.
-            Some(Some(length)) => Framing::Length(length),
-            Some(None) => {
+            Some(Ok(Some(length))) => Framing::Length(length),
+            Some(_) => {
                 keep_alive = false;
                 Framing::UntilClose
             }
@@ -338,14 +345,14 @@ where
             },
         };
         let framing = if no_body { Framing::None } else { framing };
-        if !headers.contains_key(CONNECTION) {
+        if !says_connection {
             if !keep_alive {
                 self.out.put(b"connection: close\r\n");
             } else if request.version == Version::HTTP_10 {
                 self.out.put(b"connection: keep-alive\r\n");
             }
         }
-        if !headers.contains_key(DATE) {
+        if !dated {
             self.out.put(b"date: ");
             self.out.put(&date::now());
             self.out.put(b"\r\n");

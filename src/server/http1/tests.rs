@@ -339,3 +339,33 @@ async fn finishing_closes_an_idle_connection_and_the_next_answer_says_close() {
     assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 1, "{answer}");
     assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_answers_own_length_lines_frame_it_unless_they_disagree() {
+    let answer = |req: Request<RequestBody>| -> Answer {
+        Box::pin(async move {
+            let lines: &[&'static str] = match req.uri().path() {
+                "/same" => &["4", "4"],
+                _ => &["4", "5"],
+            };
+            let mut response = Response::new(streamed(&["body"], false));
+            for line in lines {
+                response
+                    .headers_mut()
+                    .append(CONTENT_LENGTH, http::HeaderValue::from_static(line));
+            }
+            response
+        })
+    };
+    let (mut client, conn) = serve(answer);
+    client
+        .write_all(b"GET /same HTTP/1.1\r\n\r\nGET /differ HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        without_dates(&read_to_end(&mut client).await),
+        "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 4\r\n\r\nbody\
+         HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\nconnection: close\r\n\r\nbody"
+    );
+    assert!(conn.await.unwrap().is_ok());
+}
