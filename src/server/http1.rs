@@ -40,8 +40,8 @@ use outbox::Outbox;
 use super::drain::Finish;
 use crate::wire::{Chunked, add_length, has_token, itoa};
 
-/// Room made in the read buffer before a read; a connection's buffer starts this large.
-pub const READ_SIZE: usize = 8 * 1024;
+/// Room made in the read buffer before a read; a connection's first read makes it this large.
+const READ_SIZE: usize = 8 * 1024;
 /// Unwritten answer bytes past which the body is not asked for more until the client takes
 /// some: a client that reads slowly holds back its upstream, not tokentap's memory.
 const WRITE_HIGH: usize = 64 * 1024;
@@ -127,7 +127,7 @@ where
     F: Future<Output = Response<B>> + Unpin,
     B: Body<Data = bytes::Bytes> + Unpin,
 {
-    /// A connection over `io`, whose first bytes (read to tell the protocol) are in `buf`.
+    /// A connection over `io`; `buf` holds any bytes already read from it, and is the read buffer.
     pub fn new(io: T, buf: BytesMut, service: S, max_head: usize) -> Self {
         Connection {
             io,

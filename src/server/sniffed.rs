@@ -35,8 +35,8 @@ pub struct Sniffed {
 
 impl Sniffed {
     /// Reads until the first bytes either differ from the h2c preface or are all of it, and
-    /// says which (`true` for h2c). A connection that ends first counts as HTTP/1.1: that server then
-    /// sees the end itself.
+    /// says which (`true` for h2c). A connection that ends first counts as HTTP/1.1: that
+    /// server then sees the end itself.
     pub async fn read(mut stream: TcpStream) -> io::Result<(Sniffed, bool)> {
         let mut prefix = [0u8; H2_PREFACE.len()];
         let mut end = 0;
