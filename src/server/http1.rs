@@ -215,13 +215,18 @@ where
         };
     }
 
-    /// Answers a request that cannot be served, and closes.
+    /// Answers a request that cannot be served, in OpenAI's error shape with a code named like
+    /// the proxy's own, and closes. No record is written: the request never reached the proxy.
     fn reject(&mut self, rejected: Rejected) {
         self.buf.clear();
+        let code = match rejected.status {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_headers_too_large",
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+            _ => "bad_request",
+        };
         let body = format!(
-            "{{\"error\":{{\"message\":\"{}\",\"type\":\"invalid_request_error\",\"code\":{}}}}}",
-            rejected.reason,
-            rejected.status.as_u16()
+            "{{\"error\":{{\"message\":\"{}\",\"type\":\"invalid_request_error\",\"code\":\"{code}\"}}}}",
+            rejected.reason
         );
         put_status(&mut self.out, Version::HTTP_11, rejected.status);
         self.out

@@ -202,18 +202,26 @@ async fn answers_without_a_body_send_none() {
 
 #[tokio::test]
 async fn a_broken_or_oversized_head_is_answered_and_the_connection_closed() {
-    for (raw, status) in [
+    for (raw, status, code) in [
         (
             &b"GET / HTTP/1.1\r\nbad header\r\n\r\n"[..],
             "400 Bad Request",
+            "bad_request",
         ),
         (
             b"POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
             "400 Bad Request",
+            "bad_request",
         ),
         (
             &[b"GET / HTTP/1.1\r\nx: ".as_slice(), &[b'a'; 9000]].concat(),
             "431 Request Header Fields Too Large",
+            "request_headers_too_large",
+        ),
+        (
+            b"GET / HTTP/2.0\r\n\r\n",
+            "505 HTTP Version Not Supported",
+            "http_version_not_supported",
         ),
     ] {
         let (mut client, conn) = serve(echo);
@@ -224,10 +232,11 @@ async fn a_broken_or_oversized_head_is_answered_and_the_connection_closed() {
             "{answer}"
         );
         assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
-        assert!(
-            answer.contains("\"type\":\"invalid_request_error\""),
-            "{answer}"
-        );
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
+        assert_eq!(error["error"]["code"], code, "{answer}");
+        assert!(error["error"]["message"].is_string(), "{answer}");
         assert!(conn.await.unwrap().is_ok());
     }
 }
