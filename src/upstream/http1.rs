@@ -166,41 +166,50 @@ impl Connection {
 
     /// Sends `request` (origin form, `Host` set) and reads the answer's head. The answer's body
     /// gives the connection back to `home` when it ends and the connection may be reused.
-    pub async fn send(
-        mut self,
+    ///
+    /// The head is encoded before the future is made, which then holds only what it still
+    /// needs: as an `async fn` it kept the request, its parts and the connection twice over.
+    pub fn send(
+        self,
         request: Request<OutboundBody>,
         home: &Arc<IdleList>,
-    ) -> Result<Response<Http1Body>, Http1Error> {
+    ) -> impl Future<Output = Result<Response<Http1Body>, Http1Error>> + Send + 'static {
         let (parts, body) = request.into_parts();
         let length = body.size_hint().exact();
         let head = encode_head(&parts.method, &parts.uri, &parts.headers, length);
-        let head = match self.write_request(head, body, length.is_none()).await {
-            Ok(Sent::Whole) => self.read_head().await?,
-            // The provider answered before it took all of the request (an early `413`, say):
-            // that answer is the client's. The connection is not used again.
-            Ok(Sent::Cut) => self.read_head().await?.last(),
-            // It may also have answered and closed: its answer, if it is there, says more than
-            // the failed write.
-            Err(Http1Error::Write(err)) => match self.read_head().await {
-                Ok(head) => head.last(),
-                Err(_) => return Err(Http1Error::Write(err)),
-            },
-            Err(err) => return Err(err),
-        };
-        let mut body = Http1Body {
-            conn: Some(self),
-            framing: if parts.method == Method::HEAD {
-                Framing::Ended
-            } else {
-                head.framing
-            },
-            keep_alive: head.keep_alive,
-            home: Arc::clone(home),
-        };
-        if body.is_end_stream() {
-            body.release();
+        let asked_head = parts.method == Method::HEAD;
+        drop(parts);
+        let home = Arc::clone(home);
+        let mut conn = self;
+        async move {
+            let head = match conn.write_request(head, body, length.is_none()).await {
+                Ok(Sent::Whole) => conn.read_head().await?,
+                // The provider answered before it took all of the request (an early `413`,
+                // say): that answer is the client's. The connection is not used again.
+                Ok(Sent::Cut) => conn.read_head().await?.last(),
+                // It may also have answered and closed: its answer, if it is there, says more
+                // than the failed write.
+                Err(Http1Error::Write(err)) => match conn.read_head().await {
+                    Ok(head) => head.last(),
+                    Err(_) => return Err(Http1Error::Write(err)),
+                },
+                Err(err) => return Err(err),
+            };
+            let mut body = Http1Body {
+                conn: Some(conn),
+                framing: if asked_head {
+                    Framing::Ended
+                } else {
+                    head.framing
+                },
+                keep_alive: head.keep_alive,
+                home,
+            };
+            if body.is_end_stream() {
+                body.release();
+            }
+            Ok(head.response.map(|()| body))
         }
-        Ok(head.response.map(|()| body))
     }
 
     /// Writes the head and the body; a body's first frame goes out with the head. Stops early

@@ -19,6 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
@@ -241,71 +242,81 @@ impl Pool {
     /// Sends `request` (origin-form URI: path and query only) and waits for the response head.
     /// A request offered to an HTTP/2 connection that closed before taking it is sent again on
     /// another one; a request that was sent is never sent twice.
-    pub async fn send(
+    ///
+    /// A plain function returning an `async` block, which keeps the request once: an `async fn`
+    /// keeps its arguments twice, as arguments and as the locals they are moved into.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn send(
         &self,
         mut request: Request<OutboundBody>,
-    ) -> Result<Response<ResponseBody>, ClientError> {
-        let http1_only = self.http1_only.load(Ordering::Relaxed);
-        // Offered once to an HTTP/2 connection that closed before taking it.
-        let mut offered = false;
-        if !http1_only {
-            let stream = self.shared.lock().take_stream();
-            if let Some((sender, slot)) = stream {
-                match self.send_http2(sender, slot, request).await? {
-                    Offered::Answered(response) => return Ok(response),
-                    // It closed (a GOAWAY) before taking the request: the request goes on a
-                    // new connection below.
-                    Offered::Unsent(unsent, _) => {
-                        request = unsent;
-                        offered = true;
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + '_ {
+        async move {
+            let http1_only = self.http1_only.load(Ordering::Relaxed);
+            // Offered once to an HTTP/2 connection that closed before taking it.
+            let mut offered = false;
+            if !http1_only {
+                let stream = self.shared.lock().take_stream();
+                if let Some((sender, slot)) = stream {
+                    match self.send_http2(sender, slot, request).await? {
+                        Offered::Answered(response) => return Ok(response),
+                        // It closed (a GOAWAY) before taking the request: the request goes on a
+                        // new connection below.
+                        Offered::Unsent(unsent, _) => {
+                            request = unsent;
+                            offered = true;
+                        }
                     }
                 }
             }
-        }
-        if let Some(conn) = self.checkout() {
-            self.prepare_http1(&mut request);
-            return self.send_http1(conn, request).await;
-        }
-        let mut may_lead = !http1_only;
-        let lead = loop {
-            match self.http2_turn(may_lead) {
-                Turn::Open(sender, slot) => match self.send_http2(sender, slot, request).await? {
-                    Offered::Answered(response) => return Ok(response),
-                    // Once more, on what the next turn finds: it sees this one closed.
-                    Offered::Unsent(unsent, _) if !offered => {
-                        request = unsent;
-                        offered = true;
-                    }
-                    Offered::Unsent(_, err) => return Err(err.into()),
-                },
-                Turn::Wait(mut connecting) => {
-                    // Ends when that connection is made, or failed, or its request gave up.
-                    let _ = connecting.changed().await;
-                    may_lead = false;
-                }
-                Turn::Lead(lead) => break Some(lead),
-                Turn::Alone => break None,
-            }
-        };
-        // Boxed: the TLS and HTTP/2 handshakes make this future 6.7 KiB, which every request
-        // would otherwise carry (and copy) while it waits for its answer; few requests connect.
-        // On an error `lead` is dropped here, and the requests waiting for it connect alone.
-        match Box::pin(self.connector.connect(self.connect_to.clone())).await? {
-            Connected::Http1(conn) => {
-                self.http1_only.store(true, Ordering::Relaxed);
-                if !self.sweeping.swap(true, Ordering::Relaxed) {
-                    tokio::spawn(sweep(Arc::downgrade(&self.idle), self.idle_timeout));
-                }
-                drop(lead);
+            if let Some(conn) = self.checkout() {
                 self.prepare_http1(&mut request);
-                self.send_http1(conn, request).await
+                return self.send_http1(conn, request).await;
             }
-            Connected::Http2(sender, limit) => {
-                let slot = self.share(&sender, limit);
-                drop(lead);
-                match self.send_http2(sender, slot, request).await? {
-                    Offered::Answered(response) => Ok(response),
-                    Offered::Unsent(_, err) => Err(err.into()),
+            let mut may_lead = !http1_only;
+            let lead = loop {
+                match self.http2_turn(may_lead) {
+                    Turn::Open(sender, slot) => match self.send_http2(sender, slot, request).await?
+                    {
+                        Offered::Answered(response) => return Ok(response),
+                        // Once more, on what the next turn finds: it sees this one closed.
+                        Offered::Unsent(unsent, _) if !offered => {
+                            request = unsent;
+                            offered = true;
+                        }
+                        Offered::Unsent(_, err) => return Err(err.into()),
+                    },
+                    Turn::Wait(mut connecting) => {
+                        // Ends when that connection is made, or failed, or its request gave up.
+                        let _ = connecting.changed().await;
+                        may_lead = false;
+                    }
+                    Turn::Lead(lead) => break Some(lead),
+                    Turn::Alone => break None,
+                }
+            };
+            // Boxed: the TLS and HTTP/2 handshakes make this future 6.7 KiB, which every request
+            // would otherwise carry (and copy) while it waits for its answer; few requests connect.
+            // On an error `lead` is dropped here, and the requests waiting for it connect alone.
+            match Box::pin(self.connector.connect(self.connect_to.clone())).await? {
+                Connected::Http1(conn) => {
+                    self.http1_only.store(true, Ordering::Relaxed);
+                    if !self.sweeping.swap(true, Ordering::Relaxed) {
+                        tokio::spawn(sweep(Arc::downgrade(&self.idle), self.idle_timeout));
+                    }
+                    drop(lead);
+                    self.prepare_http1(&mut request);
+                    self.send_http1(conn, request).await
+                }
+                Connected::Http2(sender, limit) => {
+                    let slot = self.share(&sender, limit);
+                    drop(lead);
+                    match self.send_http2(sender, slot, request).await? {
+                        Offered::Answered(response) => Ok(response),
+                        Offered::Unsent(_, err) => Err(err.into()),
+                    }
                 }
             }
         }
@@ -394,15 +405,18 @@ impl Pool {
             .or_insert_with(|| self.host.clone());
     }
 
-    async fn send_http1(
+    /// A combinator, not an `async` block: awaiting the exchange there kept it twice, as the
+    /// block's capture and as what it awaits.
+    fn send_http1(
         &self,
         conn: http1::Connection,
         request: Request<OutboundBody>,
-    ) -> Result<Response<ResponseBody>, ClientError> {
-        let response = conn.send(request, &self.idle).await?;
-        Ok(response.map(|body| ResponseBody {
-            inner: Inner::Http1(body),
-        }))
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + 'static {
+        conn.send(request, &self.idle).map(|answer| {
+            Ok(answer?.map(|body| ResponseBody {
+                inner: Inner::Http1(body),
+            }))
+        })
     }
 
     /// The most recently idle connection that can take a request now. Connections idle past
