@@ -170,74 +170,31 @@ fn handle_tracked(
         } else {
             (None, Some(body))
         };
-        let mut facts = body_bytes.as_deref().and_then(request::inspect);
-        let model = facts.as_ref().and_then(|f| f.model.as_deref());
-        let route = match route::choose(app.provider_configs(), header_provider.as_deref(), model) {
-            Ok(route) => route,
-            Err(err) => return reject(err),
-        };
-        let upstream = app.upstream(route.provider);
-        let dialect = if metered { Dialect::of(endpoint) } else { None };
-        let stream = facts.as_ref().is_some_and(|f| f.stream);
-        let add_usage = stream
-            && matches!(dialect, Some(Dialect::Chat | Dialect::Completions))
-            && upstream.config.include_usage
-            && facts
-                .as_ref()
-                .is_some_and(|f| !f.include_usage && f.can_add_include_usage());
-        let rewritten = match (&facts, &body_bytes) {
-            (Some(f), Some(bytes)) => f.rewrite(bytes, route.stripped_model, add_usage),
-            _ => None,
-        };
-        let who = attribute(
-            &parts.headers,
-            facts.as_ref().and_then(|f| f.user.as_deref()),
-            app.key_names(),
-        );
-        let request_bytes = body_bytes.as_ref().map_or_else(
-            || content_length(&parts.headers).unwrap_or(0),
-            |b| b.len() as u64,
-        );
-        let start = RequestStart {
-            id: new_request_id(),
-            provider: upstream.name.clone(),
-            // The facts are done with: the record takes the model itself.
-            model: facts.as_mut().and_then(|f| f.model.take()),
-            endpoint,
-            stream,
-            request_bytes,
-            key_id: who.key_id,
-            user: who.user,
-            conversation_id: who.conversation_id,
-            tags: who.tags,
-        };
-        let mut in_flight = InFlight::start(app.tracker(), start, body_bytes.clone(), dialect);
-        tracked.store(true, Ordering::Relaxed);
-
-        let outgoing = rewritten.clone().or(body_bytes);
-        let rewritten = rewritten.is_some();
-        let upstream_body = match (outgoing, streaming_body) {
-            (Some(bytes), _) => Either::Left(Full::new(bytes)),
-            (None, Some(body)) => Either::Right(Limited::new(body, body_limit)),
-            (None, None) => Either::Left(Full::new(Bytes::new())),
-        };
-        let request = upstream::request(
+        // Routed, attributed, started and built in a plain function: its locals (the request
+        // facts, attribution, the outgoing request) then take no room in this future while it
+        // waits for the upstream.
+        let Prepared {
             upstream,
-            &parts.method,
-            &parts.uri,
-            std::mem::take(&mut parts.headers),
+            mut in_flight,
+            sending,
+            dialect,
+            add_usage,
+        } = match prepare(
+            &app,
+            &mut parts,
+            header_provider.as_deref(),
+            Received {
+                endpoint,
+                metered,
+                body_bytes,
+                streaming_body,
+                body_limit,
+            },
             &client,
-            upstream_body,
-            rewritten,
-        );
-        let request = match request {
-            Ok(request) => request,
-            Err(err) => {
-                // Unreachable in practice: the parts come from a parsed request and valid config.
-                let err = ProxyError::Internal(format!("cannot build the upstream request: {err}"));
-                in_flight.fail(Outcome::ProxyError, err.status().as_u16(), err.to_string());
-                return error_response(err);
-            }
+            tracked,
+        ) {
+            Ok(prepared) => prepared,
+            Err(response) => return response,
         };
 
         let sent = in_flight.sent_upstream();
@@ -245,7 +202,7 @@ fn handle_tracked(
         let deadline = sent + settings.timeouts.request;
         let headers_by = deadline.min(sent + settings.timeouts.first_byte);
         timer.as_mut().reset(headers_by);
-        let response = match before(timer, upstream.send(request)).await {
+        let response = match before(timer, sending).await {
             Some(Ok(response)) => response,
             Some(Err(err)) => {
                 return answer_upstream_failure(in_flight, upstream, &err, settings.max_body);
@@ -262,6 +219,133 @@ fn handle_tracked(
 
         outbound::respond(&app, response, dialect, add_usage, in_flight, deadline)
     }
+}
+
+/// A request's body as read: whole when metered, else still streaming.
+struct Received {
+    endpoint: Endpoint,
+    metered: bool,
+    body_bytes: Option<Bytes>,
+    streaming_body: Option<ClientBody>,
+    body_limit: usize,
+}
+
+/// A request ready to go upstream: its record started, its exchange made, not yet polled.
+struct Prepared<'a> {
+    upstream: &'a Upstream,
+    in_flight: InFlight,
+    sending: crate::upstream::ResponseFuture<'a>,
+    dialect: Option<Dialect>,
+    add_usage: bool,
+}
+
+/// Routes, attributes and starts the record of a request whose body is read, and makes its
+/// upstream exchange; or answers it.
+#[expect(
+    clippy::result_large_err,
+    reason = "the answer is what the handler returns anyway, and it is the rare path"
+)]
+fn prepare<'a>(
+    app: &'a App,
+    parts: &mut http::request::Parts,
+    header_provider: Option<&str>,
+    received: Received,
+    client: &Peer,
+    tracked: &AtomicBool,
+) -> Result<Prepared<'a>, Response<ProxyBody>> {
+    let Received {
+        endpoint,
+        metered,
+        body_bytes,
+        streaming_body,
+        body_limit,
+    } = received;
+    let mut facts = body_bytes.as_deref().and_then(request::inspect);
+    let model = facts.as_ref().and_then(|f| f.model.as_deref());
+    let route = match route::choose(app.provider_configs(), header_provider, model) {
+        Ok(route) => route,
+        Err(err) => {
+            return Err(answer_early(
+                app,
+                endpoint,
+                header_provider,
+                &parts.headers,
+                err,
+                tracked,
+            ));
+        }
+    };
+    let upstream = app.upstream(route.provider);
+    let dialect = if metered { Dialect::of(endpoint) } else { None };
+    let stream = facts.as_ref().is_some_and(|f| f.stream);
+    let add_usage = stream
+        && matches!(dialect, Some(Dialect::Chat | Dialect::Completions))
+        && upstream.config.include_usage
+        && facts
+            .as_ref()
+            .is_some_and(|f| !f.include_usage && f.can_add_include_usage());
+    let rewritten = match (&facts, &body_bytes) {
+        (Some(f), Some(bytes)) => f.rewrite(bytes, route.stripped_model, add_usage),
+        _ => None,
+    };
+    let who = attribute(
+        &parts.headers,
+        facts.as_ref().and_then(|f| f.user.as_deref()),
+        app.key_names(),
+    );
+    let request_bytes = body_bytes.as_ref().map_or_else(
+        || content_length(&parts.headers).unwrap_or(0),
+        |b| b.len() as u64,
+    );
+    let start = RequestStart {
+        id: new_request_id(),
+        provider: upstream.name.clone(),
+        // The facts are done with: the record takes the model itself.
+        model: facts.as_mut().and_then(|f| f.model.take()),
+        endpoint,
+        stream,
+        request_bytes,
+        key_id: who.key_id,
+        user: who.user,
+        conversation_id: who.conversation_id,
+        tags: who.tags,
+    };
+    let in_flight = InFlight::start(app.tracker(), start, body_bytes.clone(), dialect);
+    tracked.store(true, Ordering::Relaxed);
+
+    let outgoing = rewritten.clone().or(body_bytes);
+    let rewritten = rewritten.is_some();
+    let upstream_body = match (outgoing, streaming_body) {
+        (Some(bytes), _) => Either::Left(Full::new(bytes)),
+        (None, Some(body)) => Either::Right(Limited::new(body, body_limit)),
+        (None, None) => Either::Left(Full::new(Bytes::new())),
+    };
+    let request = upstream::request(
+        upstream,
+        &parts.method,
+        &parts.uri,
+        std::mem::take(&mut parts.headers),
+        client,
+        upstream_body,
+        rewritten,
+    );
+    let request = match request {
+        Ok(request) => request,
+        Err(err) => {
+            // Unreachable in practice: the parts come from a parsed request and valid config.
+            let err = ProxyError::Internal(format!("cannot build the upstream request: {err}"));
+            in_flight.fail(Outcome::ProxyError, err.status().as_u16(), err.to_string());
+            return Err(error_response(err));
+        }
+    };
+
+    Ok(Prepared {
+        sending: upstream.send(request),
+        upstream,
+        in_flight,
+        dialect,
+        add_usage,
+    })
 }
 
 /// `work`'s output, or `None` once `timer` has gone off first. The timer is polled outside the
