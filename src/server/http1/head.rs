@@ -13,6 +13,9 @@ use crate::wire::{add_length, has_token};
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 
+/// Header lines whose places in the head are noted on the stack; the rest go in a list.
+const INLINE_LINES: usize = 16;
+
 /// How a request's body is framed (RFC 9112, section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {
@@ -97,23 +100,28 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
         (start, start + s.len())
     };
     let target = span(parsed.path.unwrap_or_default().as_bytes());
-    // A list sized to the head, not an array for the most lines: zeroing that cost more than
-    // the allocation.
-    let spans: Vec<(usize, usize, usize, usize)> = parsed
-        .headers
-        .iter()
-        .map(|line| {
-            let (name_start, name_end) = span(line.name.as_bytes());
-            let (value_start, value_end) = span(line.value);
-            (name_start, name_end, value_start, value_end)
-        })
-        .collect();
+    // The usual head's lines noted on the stack, more in a list: a list per request was one of
+    // its allocations, and a zeroed array for the most lines cost more than that.
+    let count = parsed.headers.len();
+    let mut first = [[0; 4]; INLINE_LINES];
+    let mut more = Vec::new();
+    for (i, line) in parsed.headers.iter().enumerate() {
+        let (name_start, name_end) = span(line.name.as_bytes());
+        let (value_start, value_end) = span(line.value);
+        let at = [name_start, name_end, value_start, value_end];
+        match first.get_mut(i) {
+            Some(slot) => *slot = at,
+            None => more.push(at),
+        }
+    }
     let head = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Rejected::bad("the request target is invalid"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(count);
     let mut lines = FramingLines::default();
-    for (name_start, name_end, value_start, value_end) in spans {
+    for &[name_start, name_end, value_start, value_end] in
+        first[..count.min(INLINE_LINES)].iter().chain(&more)
+    {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Rejected::bad("a header name is invalid"))?;
         let value = value_of(&head, value_start, value_end)?;
@@ -237,6 +245,30 @@ mod tests {
         assert_eq!(head.body, BodyLength::Known(4));
         assert!(head.keep_alive && !head.expects_continue);
         assert_eq!(&rest[..], b"body");
+    }
+
+    #[test]
+    fn a_head_of_more_lines_than_are_noted_on_the_stack_keeps_them_all_in_order() {
+        let lines = INLINE_LINES + 5;
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..lines {
+            raw.extend_from_slice(format!("x-line-{i}: value {i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"x-line-0: again\r\ncontent-length: 2\r\n\r\nok");
+        let (head, rest) = whole(&raw);
+        let headers = head.request.headers();
+        assert_eq!(headers.len(), lines + 2);
+        for i in 0..lines {
+            let first = headers
+                .get(format!("x-line-{i}"))
+                .map(|v| v.as_bytes().to_vec());
+            assert_eq!(first, Some(format!("value {i}").into_bytes()));
+        }
+        let repeated: Vec<_> = headers.get_all("x-line-0").iter().collect();
+        assert_eq!(repeated, ["value 0", "again"]);
+        // The framing line past the stack's share still frames the body.
+        assert_eq!(head.body, BodyLength::Known(2));
+        assert_eq!(&rest[..], b"ok");
     }
 
     #[test]
