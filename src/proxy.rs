@@ -36,7 +36,10 @@ use crate::record::{Endpoint, Outcome};
 use crate::tracker::{InFlight, RequestStart};
 use crate::upstream::{ClientError, Upstream};
 
-pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
+/// A metered body is boxed: an answer moves several times on its way to the connection's writer
+/// (the handler's layers, the connection's state), and its metered body with the meter inside
+/// is most of its size (504 bytes inline, each move a copy).
+pub type ProxyBody = Either<Box<MeteredBody>, Full<Bytes>>;
 
 impl crate::server::WriterHints for ProxyBody {
     fn idle_when_pending(&self) -> bool {

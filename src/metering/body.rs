@@ -25,9 +25,9 @@ pub type UpstreamBody = crate::upstream::ResponseBody;
 
 pub struct MeteredBody {
     inner: Option<UpstreamBody>,
-    /// Boxed: a response is moved several times on its way to hyper (the handler's layers,
-    /// the connection's wrapper), and the meter is half of its size.
-    meter: Option<Box<Meter>>,
+    /// Inline: the proxy boxes the whole body (`proxy::ProxyBody`), meter and all, in one
+    /// allocation.
+    meter: Option<Meter>,
     in_flight: Option<InFlight>,
     idle: Duration,
     /// When the whole request must be over (`--request-timeout`).
@@ -63,7 +63,7 @@ impl MeteredBody {
         let now = Instant::now();
         MeteredBody {
             inner: Some(inner),
-            meter: meter.map(Box::new),
+            meter,
             in_flight: Some(in_flight),
             idle,
             deadline,
@@ -81,9 +81,8 @@ impl MeteredBody {
     }
 
     /// Keep reading the upstream, bounded, if the client leaves early.
-    pub fn drain_on_disconnect(mut self, drainer: Drainer) -> MeteredBody {
+    pub fn drain_on_disconnect(&mut self, drainer: Drainer) {
         self.drainer = Some(drainer);
-        self
     }
 
     /// Leave the body's end to the client connection's writer, which runs it right after
@@ -92,13 +91,12 @@ impl MeteredBody {
     /// hand-off of the record to the recorder thread, which wakes that thread when it sleeps:
     /// on a busy core the woken thread ran before the last chunk was written. Taken through
     /// [`WriterHints::after_write`]; a body dropped first finishes on the spot.
-    pub fn finish_after_write(mut self) -> MeteredBody {
+    pub fn finish_after_write(&mut self) {
         self.finish_after_write = true;
-        self
     }
 
     fn strips(&self) -> bool {
-        self.meter.as_deref().is_some_and(Meter::strips)
+        self.meter.as_ref().is_some_and(Meter::strips)
     }
 
     fn finish(&mut self, end: BodyEnd) {
@@ -383,7 +381,7 @@ impl Drop for MeteredBody {
                     drainer.spawn(
                         permit,
                         inner,
-                        self.meter.take().map(|meter| *meter),
+                        self.meter.take(),
                         in_flight,
                         self.response_bytes,
                     );

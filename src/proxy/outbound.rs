@@ -93,17 +93,18 @@ pub fn respond(
         // Cutting a chunk changes the length.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let mut body = MeteredBody::new(
+    let mut body = Box::new(MeteredBody::new(
         body,
         meter,
         in_flight,
         app.settings().timeouts.idle,
         deadline,
-    );
+    ));
     if let Some(drainer) = app.drainer() {
-        body = body.drain_on_disconnect(drainer.clone());
+        body.drain_on_disconnect(drainer.clone());
     }
-    Response::from_parts(parts, Either::Left(body.finish_after_write()))
+    body.finish_after_write();
+    Response::from_parts(parts, Either::Left(body))
 }
 
 #[cfg(test)]
