@@ -62,8 +62,8 @@ impl crate::server::WriterHints for ProxyBody {
 ///
 /// The handlers are plain functions returning `async` blocks: an `async fn` keeps each of its
 /// arguments twice in its future, as the argument and as the local it is moved into, and a
-/// request is 272 bytes. This future is boxed per request and its state written as it runs
-/// (2,120 bytes as `async fn`s, callgrind's biggest copy of a short request).
+/// request is 272 bytes. This future is boxed per request and its state written as it runs:
+/// 2,120 bytes as `async fn`s, callgrind's biggest copy of a short request; 1,208 now.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
