@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod record;
 pub mod server;
 pub mod shutdown;
+pub mod tcp_send;
 pub mod telemetry;
 pub mod tracker;
 pub mod upstream;

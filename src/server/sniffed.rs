@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::woken::WakeGate;
+use crate::tcp_send::poll_send;
 
 /// What an h2c client sends first (RFC 9113 section 3.4). An HTTP/1.1 request line differs
 /// from it within its first four bytes.
@@ -92,7 +93,7 @@ impl AsyncWrite for Sniffed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        poll_send(&self.stream, cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -100,11 +101,11 @@ impl AsyncWrite for Sniffed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        poll_send(&self.stream, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
