@@ -228,7 +228,7 @@ fn handle_tracked(
 struct Received {
     endpoint: Endpoint,
     metered: bool,
-    body_bytes: Option<Bytes>,
+    body_bytes: Option<WholeBody>,
     streaming_body: Option<ClientBody>,
     body_limit: usize,
 }
@@ -263,6 +263,7 @@ fn prepare<'a>(
         streaming_body,
         body_limit,
     } = received;
+    let (sent_body, body_bytes) = body_bytes.map(WholeBody::split).unzip();
     let mut facts = body_bytes.as_deref().and_then(request::inspect);
     let model = facts.as_ref().and_then(|f| f.model.as_deref());
     let route = match route::choose(app.provider_configs(), header_provider, model) {
@@ -313,11 +314,11 @@ fn prepare<'a>(
         conversation_id: who.conversation_id,
         tags: who.tags,
     };
-    let in_flight = InFlight::start(app.tracker(), start, body_bytes.clone(), dialect);
+    let in_flight = InFlight::start(app.tracker(), start, body_bytes, dialect);
     tracked.store(true, Ordering::Relaxed);
 
-    let outgoing = rewritten.clone().or(body_bytes);
-    let rewritten = rewritten.is_some();
+    let body_rewritten = rewritten.is_some();
+    let outgoing = rewritten.or(sent_body);
     let upstream_body = match (outgoing, streaming_body) {
         (Some(bytes), _) => Either::Left(Full::new(bytes)),
         (None, Some(body)) => Either::Right(Limited::new(body, body_limit)),
@@ -330,7 +331,7 @@ fn prepare<'a>(
         std::mem::take(&mut parts.headers),
         client,
         upstream_body,
-        rewritten,
+        body_rewritten,
     );
     let request = match request {
         Ok(request) => request,
@@ -462,7 +463,28 @@ fn answer_early(
 /// http-body-util's `collect` keeps each frame in a list and copies them out after (about 400
 /// instructions more a request, callgrind). Done once the body says it has ended, without
 /// asking it for a last `None`.
-async fn read_whole<B>(body: B) -> Result<Bytes, B::Error>
+/// A request body read whole.
+#[derive(Debug)]
+struct WholeBody {
+    /// A copy in an allocation of its own: the record keeps it for the stream's life (its token
+    /// estimate when a provider sends no usage), and a slice of the connection's read buffer
+    /// would pin that whole buffer for as long.
+    kept: Bytes,
+    /// The body as it came, when it came in one piece: sent upstream as it is. A second handle
+    /// on `kept` would cost an allocation (a `Bytes` made from a buffer counts its handles only
+    /// once it has two).
+    as_received: Option<Bytes>,
+}
+
+impl WholeBody {
+    /// The bytes to send upstream, and the copy to keep.
+    fn split(self) -> (Bytes, Bytes) {
+        let sent = self.as_received.unwrap_or_else(|| self.kept.clone());
+        (sent, self.kept)
+    }
+}
+
+async fn read_whole<B>(body: B) -> Result<WholeBody, B::Error>
 where
     B: Body<Data = Bytes>,
 {
@@ -470,6 +492,8 @@ where
     // A stated length (at most the limit: the body is `Limited`) is room made once.
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
     let mut whole = BytesMut::with_capacity(expected);
+    let mut pieces = 0;
+    let mut first = None;
     poll_fn(|cx| {
         loop {
             if body.is_end_stream() {
@@ -478,7 +502,11 @@ where
             match ready!(body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        whole.extend_from_slice(&data);
+                        if !data.is_empty() {
+                            whole.extend_from_slice(&data);
+                            pieces += 1;
+                            first.get_or_insert(data);
+                        }
                     }
                 }
                 Some(Err(err)) => return Poll::Ready(Err(err)),
@@ -488,10 +516,14 @@ where
     })
     .await?;
     // A body of unstated length grew its buffer by doubling: the record keeps it, so exactly.
-    Ok(if whole.capacity() == whole.len() {
+    let kept = if whole.capacity() == whole.len() {
         whole.freeze()
     } else {
         Bytes::copy_from_slice(&whole)
+    };
+    Ok(WholeBody {
+        kept,
+        as_received: first.filter(|_| pieces == 1),
     })
 }
 
@@ -540,9 +572,12 @@ mod tests {
         let buffer = Bytes::from_static(b"xx{\"model\":\"gpt-4o\"}yy");
         let body = buffer.slice(2..buffer.len() - 2);
         let Ok(whole) = read_whole(Full::new(body.clone())).await;
-        assert_eq!(whole, body);
+        let (sent, kept) = whole.split();
+        assert_eq!(kept, body);
         let range = buffer.as_ptr_range();
-        assert!(!range.contains(&whole.as_ptr()));
+        assert!(!range.contains(&kept.as_ptr()));
+        // What goes upstream at once is the piece as it came, not another handle on the copy.
+        assert_eq!(sent.as_ptr(), body.as_ptr());
     }
 
     #[tokio::test]
@@ -554,9 +589,11 @@ mod tests {
             Bytes::from_static(b"}"),
         ];
         let Ok(whole) = read_whole(streamed(&chunks)).await;
-        assert_eq!(&whole[..], b"{\"model\":\"gpt-4o\"}");
+        let (sent, kept) = whole.split();
+        assert_eq!(&kept[..], b"{\"model\":\"gpt-4o\"}");
+        assert_eq!(sent, kept);
         let Ok(empty) = read_whole(streamed(&[])).await;
-        assert_eq!(empty, Bytes::new());
+        assert_eq!(empty.split(), (Bytes::new(), Bytes::new()));
     }
 
     /// Like hyper's request body: ended with its last byte, its end given a turn later.
@@ -586,7 +623,8 @@ mod tests {
         use futures_util::FutureExt;
         let body = EndsWithItsLastByte(Some(Bytes::from_static(b"{}")));
         let read = read_whole(body).now_or_never();
-        assert_eq!(read.map(Result::ok), Some(Some(Bytes::from_static(b"{}"))));
+        let kept = read.and_then(Result::ok).map(|whole| whole.split().1);
+        assert_eq!(kept, Some(Bytes::from_static(b"{}")));
     }
 
     #[tokio::test(start_paused = true)]
