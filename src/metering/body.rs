@@ -238,7 +238,7 @@ impl Body for MeteredBody {
                     let direct = match this.meter.as_mut() {
                         None => Some(data),
                         Some(meter) => {
-                            meter.feed(&data, now);
+                            meter.feed_bytes(&data, now);
                             if let (Some(in_flight), Some(at)) =
                                 (&this.in_flight, meter.measurement().first_content_at)
                             {

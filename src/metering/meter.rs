@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::decode::Decoder;
@@ -25,6 +26,9 @@ const SMALL_BODY: usize = 64 << 10;
 enum Framing {
     Sse(SseParser),
     SmallJson(Vec<u8>),
+    /// A small body's first piece, held as it came (`feed_bytes`): most come in one, and a
+    /// copy is an allocation and a pass over the body. Copied once a second piece comes.
+    FirstPiece(Bytes),
     /// Boxed: the capture is larger than the parser that streams use.
     Json(Box<TopLevelCapture>),
 }
@@ -81,6 +85,18 @@ impl Meter {
         &self.measurement
     }
 
+    /// `feed`, for bytes held as `Bytes`: a small non-streamed body's first piece is kept as
+    /// it is, not copied.
+    pub fn feed_bytes(&mut self, chunk: &Bytes, now: Instant) {
+        if let (None, Framing::SmallJson(body)) = (&self.decoder, &self.framing) {
+            if body.is_empty() && !chunk.is_empty() && chunk.len() <= SMALL_BODY {
+                self.framing = Framing::FirstPiece(chunk.clone());
+                return;
+            }
+        }
+        self.feed(chunk, now);
+    }
+
     /// Feeds bytes exactly as the upstream sent them.
     pub fn feed(&mut self, chunk: &[u8], now: Instant) {
         match &mut self.decoder {
@@ -125,6 +141,12 @@ impl Meter {
                     template,
                 },
             ),
+            Framing::FirstPiece(first) => {
+                let mut body = Vec::with_capacity(first.len() + chunk.len());
+                body.extend_from_slice(first);
+                *framing = Framing::SmallJson(body);
+                self.feed_plain(chunk, now);
+            }
             Framing::SmallJson(body) if body.len() + chunk.len() <= SMALL_BODY => {
                 if body.is_empty() {
                     body.reserve_exact(chunk.len());
@@ -145,7 +167,7 @@ impl Meter {
     pub fn settled_offset(&self) -> u64 {
         match &self.framing {
             Framing::Sse(parser) => parser.settled_offset(),
-            Framing::SmallJson(_) | Framing::Json(_) => u64::MAX,
+            Framing::SmallJson(_) | Framing::FirstPiece(_) | Framing::Json(_) => u64::MAX,
         }
     }
 
@@ -184,18 +206,22 @@ impl Meter {
                     template: &mut template,
                 });
             }
-            Framing::SmallJson(body) => {
-                if openai_event::observe_body(&mut measurement, &body, now).is_some() {
-                    measurement.chunks = 1;
-                } else {
-                    let mut capture = TopLevelCapture::new(JSON_MEMBERS);
-                    capture.feed(&body);
-                    observe_members(&mut measurement, dialect, capture, now);
-                }
-            }
+            Framing::SmallJson(body) => observe_small(&mut measurement, dialect, &body, now),
+            Framing::FirstPiece(body) => observe_small(&mut measurement, dialect, &body, now),
             Framing::Json(capture) => observe_members(&mut measurement, dialect, *capture, now),
         }
         measurement
+    }
+}
+
+/// Reads a small non-streamed body whole: by the typed parse, or else member by member.
+fn observe_small(measurement: &mut Measurement, dialect: Dialect, body: &[u8], now: Instant) {
+    if openai_event::observe_body(measurement, body, now).is_some() {
+        measurement.chunks = 1;
+    } else {
+        let mut capture = TopLevelCapture::new(JSON_MEMBERS);
+        capture.feed(body);
+        observe_members(measurement, dialect, capture, now);
     }
 }
 
