@@ -18,7 +18,7 @@ struct Event<'a> {
     model: Option<Cow<'a, str>>,
     /// The value's JSON text.
     usage: Option<&'a str>,
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Items<Choice<'a>>>,
 }
 
 #[derive(Default)]
@@ -35,7 +35,7 @@ struct Part<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     reasoning: Option<Cow<'a, str>>,
     refusal: Option<Cow<'a, str>>,
-    tool_calls: Option<Vec<ToolCall<'a>>>,
+    tool_calls: Option<Items<ToolCall<'a>>>,
 }
 
 #[derive(Default)]
@@ -54,21 +54,26 @@ struct Function<'a> {
 /// Observes one stream event. `None` when declined (nothing recorded then); otherwise whether
 /// it is a usage-only chunk (`choices: []` plus usage).
 pub fn observe(m: &mut Measurement, data: &[u8], now: Instant) -> Option<bool> {
-    Some(apply(m, parse(data)?, now))
+    let mut event = Event::default();
+    parse(data, &mut event)?;
+    Some(apply(m, &event, now))
 }
 
 /// Observes a whole non-streamed body. Declined (`None`) also when it has none of `model`,
 /// `usage` and `choices`: the caller's generic path decides what such a body is.
 pub fn observe_body(m: &mut Measurement, data: &[u8], now: Instant) -> Option<()> {
-    let event = parse(data)?;
+    let mut event = Event::default();
+    parse(data, &mut event)?;
     if event.model.is_none() && event.usage.is_none() && event.choices.is_none() {
         return None;
     }
-    apply(m, event, now);
+    apply(m, &event, now);
     Some(())
 }
 
-fn parse(data: &[u8]) -> Option<Event<'_>> {
+/// Reads `data` into `event`, in place: a choice is a few hundred bytes, and moving the event
+/// and its choices from reader to reader cost more than reading them (callgrind).
+fn parse<'a>(data: &'a [u8], event: &mut Event<'a>) -> Option<()> {
     // One UTF-8 check of the whole event (a fast pass over ASCII); the reader then slices
     // strings out of it unchecked. Invalid UTF-8 declines, and the `Value` path reports it.
     let text = std::str::from_utf8(data).ok()?;
@@ -77,9 +82,8 @@ fn parse(data: &[u8]) -> Option<Event<'_>> {
     if reader.peek()? != b'{' {
         return None;
     }
-    let event = read_event(&mut reader)?;
-    reader.end()?;
-    Some(event)
+    read_event(&mut reader, event)?;
+    reader.end()
 }
 
 /// Which of a struct's keys were read. A repeated key declines: the `Value` path keeps the
@@ -88,6 +92,16 @@ fn parse(data: &[u8]) -> Option<Event<'_>> {
 struct Seen(u8);
 
 impl Seen {
+    /// Notes key number `key` read: `None` when it was read before.
+    fn first(&mut self, key: u8) -> Option<()> {
+        let bit = 1 << key;
+        if self.0 & bit != 0 {
+            return None;
+        }
+        self.0 |= bit;
+        Some(())
+    }
+
     /// The value of the struct's key number `key`, `null` read as absent.
     fn read<'a, T>(
         &mut self,
@@ -95,47 +109,99 @@ impl Seen {
         r: &mut Reader<'a>,
         read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
     ) -> Option<Option<T>> {
-        let bit = 1 << key;
-        if self.0 & bit != 0 {
-            return None;
-        }
-        self.0 |= bit;
+        self.first(key)?;
         if r.null() {
             Some(None)
         } else {
             read(r).map(Some)
         }
     }
+
+    /// The array at key number `key` read into `items` (`null` leaves it absent).
+    fn read_list<'a, T: Default>(
+        &mut self,
+        key: u8,
+        r: &mut Reader<'a>,
+        items: &mut Option<Items<T>>,
+        read: impl FnMut(&mut Reader<'a>, &mut T) -> Option<()>,
+    ) -> Option<()> {
+        self.first(key)?;
+        if r.null() {
+            return Some(());
+        }
+        list(r, items.insert(Items::default()), read)
+    }
 }
 
-fn list<'a, T>(
+/// An array's items, the first held inline: nearly every event has one choice, and a `Vec`
+/// of choices was an allocation of 1,120 bytes for each event read (dhat).
+struct Items<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Items {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Items<T> {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
+/// Reads an array's items into `items`, each in its place.
+fn list<'a, T: Default>(
     r: &mut Reader<'a>,
-    mut read: impl FnMut(&mut Reader<'a>) -> Option<T>,
-) -> Option<Vec<T>> {
-    let mut items = Vec::new();
+    items: &mut Items<T>,
+    mut read: impl FnMut(&mut Reader<'a>, &mut T) -> Option<()>,
+) -> Option<()> {
     r.array(|r| {
-        items.push(read(r)?);
-        Some(())
-    })?;
-    Some(items)
+        let item = if items.first.is_none() {
+            items.first.insert(T::default())
+        } else {
+            items.rest.push(T::default());
+            items.rest.last_mut()?
+        };
+        read(r, item)
+    })
 }
 
-/// Reads an object into a `T`, handing each key to `member` with the keys seen so far.
-fn read_object<'a, T: Default>(
+/// Reads an object into `out`, handing each key to `member` with the keys seen so far.
+fn read_object<'a, T>(
     r: &mut Reader<'a>,
+    out: &mut T,
     mut member: impl FnMut(&mut T, &mut Seen, &mut Reader<'a>, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    let mut seen = Seen::default();
+    r.object(|r, key| member(out, &mut seen, r, key))
+}
+
+/// `read_object` into a new `T`, for the small structs.
+fn read_new<'a, T: Default>(
+    r: &mut Reader<'a>,
+    member: impl FnMut(&mut T, &mut Seen, &mut Reader<'a>, &'a [u8]) -> Option<()>,
 ) -> Option<T> {
-    let (mut out, mut seen) = (T::default(), Seen::default());
-    r.object(|r, key| member(&mut out, &mut seen, r, key))?;
+    let mut out = T::default();
+    read_object(r, &mut out, member)?;
     Some(out)
 }
 
-fn read_event<'a>(r: &mut Reader<'a>) -> Option<Event<'a>> {
-    read_object(r, |e: &mut Event<'a>, seen, r, key| {
+fn read_event<'a>(r: &mut Reader<'a>, event: &mut Event<'a>) -> Option<()> {
+    read_object(r, event, |e, seen, r, key| {
         match key {
             b"model" => e.model = seen.read(0, r, Reader::string)?,
             b"usage" => e.usage = seen.read(1, r, Reader::raw_value)?,
-            b"choices" => e.choices = seen.read(2, r, |r| list(r, read_choice))?,
+            b"choices" => seen.read_list(2, r, &mut e.choices, read_choice)?,
             // An error, or Groq's usage under `x_groq`: left to the `Value` path unless null.
             b"error" | b"x_groq" => {
                 let bit = if key == b"error" { 3 } else { 4 };
@@ -149,8 +215,8 @@ fn read_event<'a>(r: &mut Reader<'a>) -> Option<Event<'a>> {
     })
 }
 
-fn read_choice<'a>(r: &mut Reader<'a>) -> Option<Choice<'a>> {
-    read_object(r, |c: &mut Choice<'a>, seen, r, key| {
+fn read_choice<'a>(r: &mut Reader<'a>, choice: &mut Choice<'a>) -> Option<()> {
+    read_object(r, choice, |c, seen, r, key| {
         match key {
             b"text" => c.text = seen.read(0, r, Reader::string)?,
             b"delta" => c.delta = seen.read(1, r, read_part)?,
@@ -163,22 +229,22 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<Choice<'a>> {
 }
 
 fn read_part<'a>(r: &mut Reader<'a>) -> Option<Part<'a>> {
-    read_object(r, |p: &mut Part<'a>, seen, r, key| {
+    read_new(r, |p: &mut Part<'a>, seen, r, key| {
         // Text that is no string (an array of content parts) is left to the `Value` path.
         match key {
             b"content" => p.content = seen.read(0, r, Reader::string)?,
             b"reasoning_content" => p.reasoning_content = seen.read(1, r, Reader::string)?,
             b"reasoning" => p.reasoning = seen.read(2, r, Reader::string)?,
             b"refusal" => p.refusal = seen.read(3, r, Reader::string)?,
-            b"tool_calls" => p.tool_calls = seen.read(4, r, |r| list(r, read_tool_call))?,
+            b"tool_calls" => seen.read_list(4, r, &mut p.tool_calls, read_tool_call)?,
             _ => r.skip_value()?,
         }
         Some(())
     })
 }
 
-fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCall<'a>> {
-    read_object(r, |t: &mut ToolCall<'a>, seen, r, key| {
+fn read_tool_call<'a>(r: &mut Reader<'a>, call: &mut ToolCall<'a>) -> Option<()> {
+    read_object(r, call, |t, seen, r, key| {
         match key {
             b"id" => t.has_id = seen.read(0, r, Reader::skip_value)?.is_some(),
             b"function" => t.function = seen.read(1, r, read_function)?,
@@ -189,7 +255,7 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCall<'a>> {
 }
 
 fn read_function<'a>(r: &mut Reader<'a>) -> Option<Function<'a>> {
-    read_object(r, |f: &mut Function<'a>, seen, r, key| {
+    read_new(r, |f: &mut Function<'a>, seen, r, key| {
         match key {
             b"name" => f.name = seen.read(0, r, Reader::string)?,
             b"arguments" => f.arguments = seen.read(1, r, Reader::string)?,
@@ -199,21 +265,21 @@ fn read_function<'a>(r: &mut Reader<'a>) -> Option<Function<'a>> {
     })
 }
 
-fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
+fn apply(m: &mut Measurement, event: &Event<'_>, now: Instant) -> bool {
     if let Some(model) = &event.model {
         m.set_model_str(model);
     }
-    let usage_only_shape = event.choices.as_ref().is_some_and(Vec::is_empty);
+    let usage_only_shape = event.choices.as_ref().is_some_and(Items::is_empty);
     // The first usage that is an object wins: the top level's, else a choice's (as the Value
     // path reads; it skips any other value).
     let is_object = |u: &&str| u.starts_with('{');
     let mut usage = event.usage.filter(is_object);
-    for choice in event.choices.into_iter().flatten() {
+    for choice in event.choices.iter().flat_map(Items::iter) {
         if usage.is_none() {
             usage = choice.usage.filter(is_object);
         }
         push(m, choice.text.as_deref(), now);
-        let Some(part) = choice.delta.or(choice.message) else {
+        let Some(part) = choice.delta.as_ref().or(choice.message.as_ref()) else {
             continue;
         };
         for text in [
@@ -224,11 +290,11 @@ fn apply(m: &mut Measurement, event: Event<'_>, now: Instant) -> bool {
         ] {
             push(m, text.as_deref(), now);
         }
-        for call in part.tool_calls.into_iter().flatten() {
+        for call in part.tool_calls.iter().flat_map(Items::iter) {
             if call.has_id {
                 m.tool_calls += 1;
             }
-            if let Some(function) = call.function {
+            if let Some(function) = &call.function {
                 push(m, function.name.as_deref(), now);
                 push(m, function.arguments.as_deref(), now);
             }
