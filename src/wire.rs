@@ -26,6 +26,61 @@ pub enum Chunked {
     Trailers,
 }
 
+/// Header lines whose places in a head are noted on the stack; the rest go in a list.
+pub const INLINE_LINES: usize = 16;
+
+/// Where a parsed head's header lines lie in its buffer: each line's name and value as
+/// `[name start, name end, value start, value end]`. Noted while the parser's slices still
+/// borrow the buffer, so that names and values can be taken from the head once it is split
+/// off. The usual head's lines are noted on the stack: a list per head was an allocation, and
+/// a zeroed array for the most lines a head may have cost more than that.
+pub struct LinePlaces {
+    count: usize,
+    first: [[usize; 4]; INLINE_LINES],
+    more: Vec<[usize; 4]>,
+}
+
+impl LinePlaces {
+    /// The places of `lines`, which the parser read out of `buf`.
+    pub fn of(buf: &[u8], lines: &[httparse::Header<'_>]) -> LinePlaces {
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            (start, start + s.len())
+        };
+        let mut places = LinePlaces {
+            count: lines.len(),
+            first: [[0; 4]; INLINE_LINES],
+            more: Vec::new(),
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let (name_start, name_end) = span(line.name.as_bytes());
+            let (value_start, value_end) = span(line.value);
+            let at = [name_start, name_end, value_start, value_end];
+            match places.first.get_mut(i) {
+                Some(slot) => *slot = at,
+                None => places.more.push(at),
+            }
+        }
+        places
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = [usize; 4]> + '_ {
+        self.first[..self.count.min(INLINE_LINES)]
+            .iter()
+            .chain(&self.more)
+            .copied()
+    }
+}
+
 /// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together
 /// at the front of `buf` and split off as one piece; an incomplete line is left in `buf` for the
 /// next read. Returns that data, if any, and whether the body has ended.
@@ -193,6 +248,33 @@ pub fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn line_places_past_the_stack_share_are_kept_in_order() {
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        let count = INLINE_LINES + 3;
+        for i in 0..count {
+            raw.extend_from_slice(format!("x-{i}: v{i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let mut lines = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut lines);
+        assert!(parsed.parse(&raw).unwrap().is_complete());
+        let places = LinePlaces::of(&raw, parsed.headers);
+        assert_eq!(places.len(), count);
+        let read: Vec<(&[u8], &[u8])> = places
+            .iter()
+            .map(|[a, b, c, d]| (&raw[a..b], &raw[c..d]))
+            .collect();
+        let lines: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("x-{i}"), format!("v{i}")))
+            .collect();
+        let expected: Vec<(&[u8], &[u8])> = lines
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(read, expected);
+    }
 
     #[test]
     fn lengths_are_plain_digits_that_fit_and_agree() {

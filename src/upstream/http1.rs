@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
 use crate::tcp_send::poll_send;
-use crate::wire::{BadChunk, Chunked, add_length, decode_chunked, has_token, itoa};
+use crate::wire::{BadChunk, Chunked, LinePlaces, add_length, decode_chunked, has_token, itoa};
 
 /// Most header lines an answer's head may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -477,25 +477,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     };
     // Names and values are read from the head once it is split off: values are slices of it,
     // not copies.
-    let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = parsed
-        .headers
-        .iter()
-        .map(|line| {
-            let name = line.name.as_ptr() as usize - base;
-            let value = line.value.as_ptr() as usize - base;
-            (
-                name,
-                name + line.name.len(),
-                value,
-                value + line.value.len(),
-            )
-        })
-        .collect();
+    let places = LinePlaces::of(buf, parsed.headers);
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(places.len());
     let mut lines = FramingLines::default();
-    for (name_start, name_end, value_start, value_end) in spans {
+    for [name_start, name_end, value_start, value_end] in places.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Http1Error::Head("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))

@@ -8,13 +8,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::wire::{add_length, has_token};
+use crate::wire::{LinePlaces, add_length, has_token};
 
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-
-/// Header lines whose places in the head are noted on the stack; the rest go in a list.
-const INLINE_LINES: usize = 16;
 
 /// How a request's body is framed (RFC 9112, section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,34 +91,16 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
     };
     // The target, names and values are read from the head once it is split off: the target
     // and the values are slices of it, not copies.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
-    };
-    let target = span(parsed.path.unwrap_or_default().as_bytes());
-    // The usual head's lines noted on the stack, more in a list: a list per request was one of
-    // its allocations, and a zeroed array for the most lines cost more than that.
-    let count = parsed.headers.len();
-    let mut first = [[0; 4]; INLINE_LINES];
-    let mut more = Vec::new();
-    for (i, line) in parsed.headers.iter().enumerate() {
-        let (name_start, name_end) = span(line.name.as_bytes());
-        let (value_start, value_end) = span(line.value);
-        let at = [name_start, name_end, value_start, value_end];
-        match first.get_mut(i) {
-            Some(slot) => *slot = at,
-            None => more.push(at),
-        }
-    }
+    let path = parsed.path.unwrap_or_default().as_bytes();
+    let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = (target_start, target_start + path.len());
+    let places = LinePlaces::of(buf, parsed.headers);
     let head = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Rejected::bad("the request target is invalid"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(places.len());
     let mut lines = FramingLines::default();
-    for &[name_start, name_end, value_start, value_end] in
-        first[..count.min(INLINE_LINES)].iter().chain(&more)
-    {
+    for [name_start, name_end, value_start, value_end] in places.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Rejected::bad("a header name is invalid"))?;
         let value = value_of(&head, value_start, value_end)?;
@@ -214,6 +193,7 @@ impl FramingLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::INLINE_LINES;
 
     fn whole(raw: &[u8]) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(raw);
