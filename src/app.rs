@@ -87,7 +87,11 @@ impl App {
                 prices: Arc::new(load_prices(&settings)?),
             })
             .map_err(StartError::Recorder)?,
-            key_names: settings.keys.iter().cloned().collect(),
+            key_names: settings
+                .keys
+                .iter()
+                .map(|(digest, name)| (*digest, Arc::from(name.as_str())))
+                .collect(),
             settings,
             upstreams,
             drainer,

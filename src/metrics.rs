@@ -465,7 +465,7 @@ mod tests {
             started_at: time::OffsetDateTime::UNIX_EPOCH,
             finished_at: Some(time::OffsetDateTime::UNIX_EPOCH),
             provider: "p".into(),
-            model: Some(model),
+            model: Some(model.into()),
             response_model: None,
             endpoint: Endpoint::Chat,
             stream: true,
@@ -543,11 +543,11 @@ mod tests {
         let mut records = vec![record("a".to_owned())];
         type Change = dyn Fn(&mut Record, usize);
         let variants: [&Change; 6] = [
-            &|r, i| r.model = Some(["a", "b", "c"][i % 3].to_owned()),
+            &|r, i| r.model = Some(["a", "b", "c"][i % 3].into()),
             &|r, i| r.response_model = [None, Some("r".to_owned())][i % 2].clone(),
             &|r, i| r.outcome = Some([Outcome::Ok, Outcome::UpstreamError][i % 2]),
             &|r, i| r.stream = i % 2 == 0,
-            &|r, i| r.key_id = [None, Some("k1".to_owned())][i % 2].clone(),
+            &|r, i| r.key_id = [None, Some("k1".into())][i % 2].clone(),
             &|r, i| r.endpoint = [Endpoint::Chat, Endpoint::Completions][i % 2],
         ];
         // Each pass changes one field of every record so far, walking back and forth.

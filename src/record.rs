@@ -97,7 +97,8 @@ pub struct Record {
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     pub provider: Arc<str>,
-    pub model: Option<String>,
+    /// Shared with the request's other copies of it (a clone is a count, not an allocation).
+    pub model: Option<Arc<str>>,
     pub response_model: Option<String>,
     pub endpoint: Endpoint,
     pub stream: bool,
@@ -118,7 +119,7 @@ pub struct Record {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub tool_calls: u64,
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     pub user: Option<String>,
     pub conversation_id: Option<String>,
     pub tags: BTreeMap<String, String>,

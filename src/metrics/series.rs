@@ -37,7 +37,7 @@ pub struct Series {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     provider: Arc<str>,
-    model: Option<String>,
+    model: Option<Arc<str>>,
     response_model: Option<String>,
     endpoint: Endpoint,
     stream: bool,

@@ -3,6 +3,8 @@
 //! usage on a stream. Edits splice bytes in place; the rest of the body stays as the client
 //! wrote it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -29,7 +31,8 @@ fn raw<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<&'de RawValue>,
 /// What a request body says, as far as tokentap cares.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestFacts {
-    pub model: Option<String>,
+    /// Shared with the request's record and its copies, not copied.
+    pub model: Option<Arc<str>>,
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage: true`.
     pub include_usage: bool,
@@ -113,11 +116,17 @@ fn facts(body: &[u8], raw: Members<'_>) -> Option<RequestFacts> {
         r.end()?;
         Some(text.into_owned())
     };
+    let shared = |raw: Option<&str>| {
+        let mut r = Reader::new(raw?);
+        let text = r.string()?;
+        r.end()?;
+        Some(Arc::<str>::from(&*text))
+    };
     let stream_options = raw
         .stream_options
         .and_then(|r| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r).ok());
     Some(RequestFacts {
-        model: string(raw.model),
+        model: shared(raw.model),
         stream: raw.stream == Some("true"),
         include_usage: stream_options
             .as_ref()

@@ -22,11 +22,11 @@ pub struct RequestStart {
     /// Shared with the record (and its copies in the feed and the ring), not copied.
     pub id: Arc<str>,
     pub provider: Arc<str>,
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub endpoint: Endpoint,
     pub stream: bool,
     pub request_bytes: u64,
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     pub user: Option<String>,
     pub conversation_id: Option<String>,
     pub tags: BTreeMap<String, String>,

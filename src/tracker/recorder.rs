@@ -188,7 +188,7 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
     let tokenizer_model = |r: &Record| {
         r.response_model
             .clone()
-            .or_else(|| r.model.clone())
+            .or_else(|| r.model.as_deref().map(str::to_owned))
             .unwrap_or_default()
     };
     let estimate_prompt = |model: &str| {
