@@ -3,6 +3,7 @@
 //! usage on a stream. Edits splice bytes in place; the rest of the body stays as the client
 //! wrote it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -110,30 +111,25 @@ fn facts(body: &[u8], raw: Members<'_>) -> Option<RequestFacts> {
         let start = raw.as_ptr() as usize - body.as_ptr() as usize;
         (start, start + raw.len())
     };
-    let string = |raw: Option<&str>| {
+    // A member's string, borrowed unless it has escapes.
+    fn string(raw: Option<&str>) -> Option<Cow<'_, str>> {
         let mut r = Reader::new(raw?);
         let text = r.string()?;
         r.end()?;
-        Some(text.into_owned())
-    };
-    let shared = |raw: Option<&str>| {
-        let mut r = Reader::new(raw?);
-        let text = r.string()?;
-        r.end()?;
-        Some(Arc::<str>::from(&*text))
-    };
+        Some(text)
+    }
     let stream_options = raw
         .stream_options
         .and_then(|r| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r).ok());
     Some(RequestFacts {
-        model: shared(raw.model),
+        model: string(raw.model).map(|text| Arc::from(&*text)),
         stream: raw.stream == Some("true"),
         include_usage: stream_options
             .as_ref()
             .and_then(|o| o.get("include_usage"))
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
-        user: string(raw.user),
+        user: string(raw.user).map(Cow::into_owned),
         model_span: raw.model.map(span),
         stream_options_span: raw.stream_options.map(span),
         stream_options,
