@@ -180,11 +180,11 @@ impl Connection {
     ) -> impl Future<Output = Result<Response<Http1Body>, Http1Error>> + Send + 'static {
         let (parts, body) = request.into_parts();
         let length = body.size_hint().exact();
-        let head = encode_head(&parts.method, &parts.uri, &parts.headers, length);
+        let mut conn = self;
+        let head = conn.encode_head(&parts.method, &parts.uri, &parts.headers, length);
         let asked_head = parts.method == Method::HEAD;
         drop(parts);
         let home = Arc::clone(home);
-        let mut conn = self;
         async move {
             let head = match conn.write_request(head, body, length.is_none()).await {
                 Ok(Sent::Whole) => conn.read_head().await?,
@@ -220,7 +220,7 @@ impl Connection {
     /// when the provider starts answering meanwhile.
     async fn write_request<B>(
         &mut self,
-        head: Vec<u8>,
+        head: BytesMut,
         body: B,
         chunked: bool,
     ) -> Result<Sent, Http1Error>
@@ -353,20 +353,42 @@ impl Connection {
     }
 }
 
-/// The request line and headers, with the framing of a body of `length` (chunked when
-/// unknown) in place of any the headers had.
-fn encode_head(
+impl Connection {
+    /// The request line and headers, with the framing of a body of `length` (chunked when
+    /// unknown) in place of any the headers had. Written in the room of the read buffer, which
+    /// is empty between exchanges and not read into until the head is out: the head costs no
+    /// allocation of its own, and once it is written and let go, the answer is read into the
+    /// same memory again (`poll_fill` reclaims it).
+    fn encode_head(
+        &mut self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        length: Option<u64>,
+    ) -> BytesMut {
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Room for a short body too: `write_request` sends it in the head's write.
+        let body = length.filter(|&n| n <= COPY_MAX as u64).unwrap_or(0) as usize;
+        let room = (128 + target.len() + 64 * headers.len() + body).max(READ_SIZE);
+        if !(self.buf.is_empty() && self.buf.try_reclaim(room)) {
+            self.buf.reserve(room);
+        }
+        let mut head = self.buf.split_off(self.buf.len());
+        write_head(&mut head, method, target, headers, length);
+        head
+    }
+}
+
+/// Writes the head `Connection::encode_head` makes.
+fn write_head(
+    head: &mut BytesMut,
     method: &Method,
-    uri: &http::Uri,
+    target: &str,
     headers: &HeaderMap,
     length: Option<u64>,
-) -> Vec<u8> {
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    // Room for a short body too: `write_request` sends it in the head's write.
-    let body = length.filter(|&n| n <= COPY_MAX as u64).unwrap_or(0) as usize;
-    let mut head = Vec::with_capacity(128 + target.len() + 64 * headers.len() + body);
+) {
     head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
+    head.extend_from_slice(b" ");
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
@@ -389,7 +411,6 @@ fn encode_head(
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// Takes the whole interim answers at the start of `buf`; whether all there is, is interim or

@@ -157,7 +157,9 @@ fn the_request_head_carries_the_bodys_own_framing() {
     headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
     let uri: http::Uri = "/v1/chat/completions?x=1".parse().unwrap();
     let text = |method: &Method, length| {
-        String::from_utf8(encode_head(method, &uri, &headers, length)).unwrap()
+        let mut head = BytesMut::new();
+        write_head(&mut head, method, uri.path_and_query().unwrap().as_str(), &headers, length);
+        String::from_utf8(head.to_vec()).unwrap()
     };
     assert_eq!(
         text(&Method::POST, Some(42)),
@@ -231,6 +233,26 @@ fn request_length(buf: &[u8]) -> Option<usize> {
 
 async fn connect(addr: SocketAddr) -> Connection {
     Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()))
+}
+
+#[tokio::test]
+async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_into_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut conn = connect(listener.local_addr().unwrap()).await;
+    let uri: http::Uri = "/v1/embeddings".parse().unwrap();
+    let head = conn.encode_head(&Method::POST, &uri, &HeaderMap::new(), Some(2));
+    let memory = head.as_ptr();
+    assert_eq!(&head[..], b"POST /v1/embeddings HTTP/1.1\r\ncontent-length: 2\r\n\r\n");
+    // Let go once written: the next read, and the next request's head, use the same memory.
+    drop(head);
+    let head = conn.encode_head(&Method::GET, &uri, &HeaderMap::new(), Some(0));
+    assert_eq!(head.as_ptr(), memory);
+    assert_eq!(&head[..], b"GET /v1/embeddings HTTP/1.1\r\n\r\n");
+    drop(head);
+    let (mut accepted, _) = listener.accept().await.unwrap();
+    accepted.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+    poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+    assert_eq!(conn.buf.as_ptr(), memory);
 }
 
 fn post(body: &'static str) -> Request<OutboundBody> {
@@ -375,7 +397,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_failing_one_is_an_error() {
         Ok(Frame::data(Bytes::from_static(b"world"))),
     ]);
     let mut conn = connect(addr).await;
-    let head = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let head = BytesMut::from(&b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"[..]);
     conn.write_request(head, StreamBody::new(frames), true)
         .await
         .unwrap();
@@ -390,7 +412,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_failing_one_is_an_error() {
     ]);
     let err = conn
         .write_request(
-            b"POST / HTTP/1.1\r\n\r\n".to_vec(),
+            BytesMut::from(&b"POST / HTTP/1.1\r\n\r\n"[..]),
             StreamBody::new(failing),
             true,
         )
