@@ -28,7 +28,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::{admin, proxy};
 pub use client_body::ClientBody;
-pub use coalesced::{AfterWrite, WriterHints};
+pub use coalesced::{AfterWork, AfterWrite, WriterHints};
 use coalesced::{Coalesced, WriteNow};
 use drain::{Drain, Ended};
 use head_timeout::HeadTimeout;

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::drain::Drainer;
 use super::meter::Meter;
-use crate::server::{AfterWrite, WriterHints};
+use crate::server::{AfterWork, WriterHints};
 use crate::tracker::{BodyEnd, InFlight};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,8 +48,9 @@ pub struct MeteredBody {
     /// Leave the body's end to the connection's writer (see
     /// [`MeteredBody::finish_after_write`]).
     finish_after_write: bool,
-    /// That end, once the body has ended, until the writer takes it.
-    after_write: Option<AfterWrite>,
+    /// That end, once the body has ended, until the writer runs the body as its work
+    /// ([`MeteredBody::end_for_writer`]).
+    end_after_write: Option<(BodyEnd, Instant)>,
 }
 
 impl MeteredBody {
@@ -76,7 +77,7 @@ impl MeteredBody {
             done: false,
             drainer: None,
             finish_after_write: false,
-            after_write: None,
+            end_after_write: None,
         }
     }
 
@@ -90,7 +91,7 @@ impl MeteredBody {
     /// The end is the meter's (for a whole JSON answer, the one parse of the body) and the
     /// hand-off of the record to the recorder thread, which wakes that thread when it sleeps:
     /// on a busy core the woken thread ran before the last chunk was written. Taken through
-    /// [`WriterHints::after_write`]; a body dropped first finishes on the spot.
+    /// [`MeteredBody::end_for_writer`]; a body dropped first finishes on the spot.
     pub fn finish_after_write(&mut self) {
         self.finish_after_write = true;
     }
@@ -107,17 +108,25 @@ impl MeteredBody {
     fn finish_at(&mut self, end: BodyEnd, now: Instant) {
         self.done = true;
         self.inner = None;
-        let (meter, bytes) = (self.meter.take(), self.response_bytes);
-        let Some(in_flight) = self.in_flight.take() else {
-            return;
-        };
-        if self.finish_after_write {
-            self.after_write = Some(Box::new(move || {
-                in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now);
-            }));
+        if self.finish_after_write && self.in_flight.is_some() {
+            self.end_after_write = Some((end, now));
         } else {
+            self.end(end, now);
+        }
+    }
+
+    /// The meter's end and the record's hand-off.
+    fn end(&mut self, end: BodyEnd, now: Instant) {
+        let (meter, bytes) = (self.meter.take(), self.response_bytes);
+        if let Some(in_flight) = self.in_flight.take() {
             in_flight.finish(end, meter.map(|m| m.finish(now)), bytes, now);
         }
+    }
+
+    /// The body has given its last frame and left its end for the writer: what is left of it
+    /// is that work ([`AfterWork`]), which the writer takes with the body's own allocation.
+    pub fn end_for_writer(&self) -> bool {
+        self.end_after_write.is_some() && self.ready.is_empty()
     }
 
     /// Moves every held byte the meter has settled on to `ready`, leaving out the cut ranges.
@@ -334,19 +343,23 @@ impl WriterHints for MeteredBody {
             .as_ref()
             .is_some_and(UpstreamBody::reads_own_socket)
     }
+}
 
-    fn after_write(&mut self) -> Option<AfterWrite> {
-        self.after_write.take()
+impl AfterWork for MeteredBody {
+    fn run(mut self: Box<Self>) {
+        if let Some((end, now)) = self.end_after_write.take() {
+            self.end(end, now);
+        }
     }
 }
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        if let Some(work) = self.after_write.take() {
-            // Not taken by a writer (or while unwinding, when the work's own handle records the
-            // request as it is dropped).
+        if let Some((end, now)) = self.end_after_write.take() {
+            // Not run by a writer (or while unwinding, when the request's handle records it as
+            // it is dropped).
             if !std::thread::panicking() {
-                work();
+                self.end(end, now);
             }
             return;
         }

@@ -39,8 +39,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::head_timeout::Requests;
 use super::woken::WakeGate;
 
-/// Work a response body leaves for after its connection's next write.
-pub type AfterWrite = Box<dyn FnOnce() + Send>;
+/// Work a response body leaves for after its connection's next write. A trait object rather
+/// than a closure: a body can hand over its own allocation as the work (`proxy::ProxyBody`
+/// does), where a closure holding what the work needs was an allocation of its own.
+pub type AfterWrite = Box<dyn AfterWork + Send>;
+
+/// Work left for after a write, run once.
+pub trait AfterWork {
+    fn run(self: Box<Self>);
+}
+
+impl<F: FnOnce()> AfterWork for F {
+    fn run(self: Box<Self>) {
+        (*self)();
+    }
+}
 
 /// What a response body tells its connection's writer.
 pub trait WriterHints {
@@ -81,7 +94,7 @@ impl Drop for Signals {
             // writes its record when dropped), without running code that may have panicked.
             return;
         }
-        work.into_iter().for_each(|work| work());
+        work.into_iter().for_each(AfterWork::run);
     }
 }
 
@@ -107,7 +120,7 @@ impl WriteNow {
         }
         self.0.pending.store(false, Ordering::Relaxed);
         let mut work = std::mem::take(&mut *self.0.after_write.lock());
-        work.drain(..).for_each(|work| work());
+        work.drain(..).for_each(AfterWork::run);
         // The list goes back, emptied, for the connection's next answer: one allocation a
         // connection instead of one a request. Work left meanwhile (by the work just run) keeps
         // its own list.

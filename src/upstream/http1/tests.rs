@@ -158,7 +158,13 @@ fn the_request_head_carries_the_bodys_own_framing() {
     let uri: http::Uri = "/v1/chat/completions?x=1".parse().unwrap();
     let text = |method: &Method, length| {
         let mut head = BytesMut::new();
-        write_head(&mut head, method, uri.path_and_query().unwrap().as_str(), &headers, length);
+        write_head(
+            &mut head,
+            method,
+            uri.path_and_query().unwrap().as_str(),
+            &headers,
+            length,
+        );
         String::from_utf8(head.to_vec()).unwrap()
     };
     assert_eq!(
@@ -242,7 +248,10 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     let uri: http::Uri = "/v1/embeddings".parse().unwrap();
     let head = conn.encode_head(&Method::POST, &uri, &HeaderMap::new(), Some(2));
     let memory = head.as_ptr();
-    assert_eq!(&head[..], b"POST /v1/embeddings HTTP/1.1\r\ncontent-length: 2\r\n\r\n");
+    assert_eq!(
+        &head[..],
+        b"POST /v1/embeddings HTTP/1.1\r\ncontent-length: 2\r\n\r\n"
+    );
     // Let go once written: the next read, and the next request's head, use the same memory.
     drop(head);
     let head = conn.encode_head(&Method::GET, &uri, &HeaderMap::new(), Some(0));
@@ -250,7 +259,10 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     assert_eq!(&head[..], b"GET /v1/embeddings HTTP/1.1\r\n\r\n");
     drop(head);
     let (mut accepted, _) = listener.accept().await.unwrap();
-    accepted.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+    accepted
+        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+        .await
+        .unwrap();
     poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
     assert_eq!(conn.buf.as_ptr(), memory);
 }
