@@ -32,7 +32,7 @@ use crate::app::App;
 use crate::error::ProxyError;
 use crate::metering::body::error_chain;
 use crate::metering::{Dialect, MeteredBody};
-use crate::record::{Endpoint, Outcome};
+use crate::record::{Endpoint, Outcome, RequestId};
 use crate::tracker::{InFlight, RequestStart};
 use crate::upstream::{ClientError, Upstream};
 
@@ -547,7 +547,7 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// A time-ordered unique id (UUID v7), so ids sort by start time.
-fn new_request_id() -> Arc<str> {
+fn new_request_id() -> RequestId {
     // `Uuid::now_v7` locks one process-wide context and reads the OS random source twice per
     // id (two getrandom syscalls per request). A context per thread keeps ids unique and
     // ordered within a thread, and `fast-rng` draws from a user-space generator.
@@ -558,9 +558,8 @@ fn new_request_id() -> Arc<str> {
     // Encoded into a buffer: `format!` through `Display` took about 600 instructions.
     let mut text = *b"req_00000000000000000000000000000000";
     id.simple().encode_lower(&mut text[4..]);
-    // ASCII throughout, so `from_utf8` cannot fail. The id's one allocation is its `Arc`, which
-    // the record and its copies share.
-    Arc::from(std::str::from_utf8(&text).unwrap_or_default())
+    // ASCII throughout, so `from_utf8` cannot fail.
+    RequestId::new(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -762,6 +761,6 @@ mod tests {
                 7
             );
         }
-        assert!(first < second);
+        assert!(first.as_str() < second.as_str());
     }
 }

@@ -88,10 +88,74 @@ pub enum UsageSource {
     Missing,
 }
 
+/// A request's id as tokentap makes it: `req_` and the 32 hex digits of a UUID v7. Held
+/// inline: every request has one, and as an `Arc<str>` it was an allocation a request, freed
+/// on the recorder's thread.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    text: [u8; RequestId::MAX],
+    len: u8,
+}
+
+impl RequestId {
+    pub const MAX: usize = 36;
+
+    /// The id `text`, cut to its first `MAX` bytes (at a character's start).
+    pub fn new(text: &str) -> RequestId {
+        let mut len = text.len().min(RequestId::MAX);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut id = RequestId {
+            text: [0; RequestId::MAX],
+            len: len as u8,
+        };
+        id.text[..len].copy_from_slice(&text.as_bytes()[..len]);
+        id
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Cut at a character's start when made, so this cannot fail.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl From<&str> for RequestId {
+    fn from(text: &str) -> RequestId {
+        RequestId::new(text)
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// One request, as the contract names its fields.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
-    pub id: Arc<str>,
+    pub id: RequestId,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -142,5 +206,19 @@ mod tests {
         assert_eq!(Endpoint::of_path("/v1/messages"), Endpoint::Messages);
         assert_eq!(Endpoint::of_path("/v1/models"), Endpoint::Other);
         assert_eq!(Endpoint::of_path("/v1/responses/resp_1"), Endpoint::Other);
+    }
+
+    #[test]
+    fn a_request_id_is_its_text_inline_and_serialises_as_a_string() {
+        let text = "req_0192f0a1b2c3d4e5f60718293a4b5c6d";
+        let id = RequestId::new(text);
+        assert_eq!((id.as_str(), id.to_string()), (text, text.to_owned()));
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+        assert_eq!(format!("{id:?}"), format!("{text:?}"));
+        assert_eq!(&*RequestId::from("r"), "r");
+        // Longer text is cut at the last character that fits.
+        assert_eq!(&*RequestId::new(&format!("{text}x")), text);
+        let wide = format!("{}é", &text[..35]);
+        assert_eq!(&*RequestId::new(&wide), &text[..35]);
     }
 }

@@ -14,13 +14,13 @@ use super::Tracker;
 use super::recorder::Finished;
 use crate::metering::measurement::{Dialect, Measurement};
 use crate::metering::usage::Usage;
-use crate::record::{Endpoint, Outcome, Record, UsageSource};
+use crate::record::{Endpoint, Outcome, Record, RequestId, UsageSource};
 
 /// What is known of a request when it starts.
 #[derive(Debug, Clone)]
 pub struct RequestStart {
     /// Shared with the record (and its copies in the feed and the ring), not copied.
-    pub id: Arc<str>,
+    pub id: RequestId,
     pub provider: Arc<str>,
     pub model: Option<Arc<str>>,
     pub endpoint: Endpoint,
@@ -88,7 +88,7 @@ impl Active {
         let first = self.first_content_us.load(Ordering::Relaxed);
         let s = &self.start;
         Record {
-            id: s.id.clone(),
+            id: s.id,
             started_at: self.started_at,
             finished_at: None,
             provider: s.provider.clone(),
