@@ -544,7 +544,7 @@ mod tests {
         type Change = dyn Fn(&mut Record, usize);
         let variants: [&Change; 6] = [
             &|r, i| r.model = Some(["a", "b", "c"][i % 3].into()),
-            &|r, i| r.response_model = [None, Some("r".to_owned())][i % 2].clone(),
+            &|r, i| r.response_model = [None, Some(std::sync::Arc::from("r"))][i % 2].clone(),
             &|r, i| r.outcome = Some([Outcome::Ok, Outcome::UpstreamError][i % 2]),
             &|r, i| r.stream = i % 2 == 0,
             &|r, i| r.key_id = [None, Some("k1".into())][i % 2].clone(),

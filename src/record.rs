@@ -163,7 +163,8 @@ pub struct Record {
     pub provider: Arc<str>,
     /// Shared with the request's other copies of it (a clone is a count, not an allocation).
     pub model: Option<Arc<str>>,
-    pub response_model: Option<String>,
+    /// The request's own model when the answer names the same one.
+    pub response_model: Option<Arc<str>>,
     pub endpoint: Endpoint,
     pub stream: bool,
     /// `None` while the request is still running.

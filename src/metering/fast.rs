@@ -155,7 +155,7 @@ pub fn try_observe(
         let Some(model) = top_level_model(data) else {
             return Fast::Declined;
         };
-        m.response_model = Some(model.into_owned());
+        m.set_model_str(&model);
         let fast = observe_with_model(m, dialect, event, data, now);
         if fast == Fast::Declined {
             m.response_model = None;

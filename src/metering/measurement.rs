@@ -2,6 +2,8 @@
 //! response's own usage locations are read (top level, `x_groq.usage`, `choices[i].usage`,
 //! `response.usage`, `message.usage`); a usage-shaped object anywhere else is not usage.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -40,7 +42,9 @@ pub struct Measurement {
     /// The last usage object carried (merged field by field for Anthropic's events), as JSON
     /// text: the typed path copies it verbatim, with no tree built while the answer streams.
     pub usage: Option<RawUsage>,
-    pub response_model: Option<String>,
+    pub response_model: Option<Arc<str>>,
+    /// The model the request named: an answer naming the same one shares it, not a copy.
+    pub request_model: Option<Arc<str>>,
     /// Output text seen, for an estimate when no usage arrives.
     pub text: String,
     pub first_content_at: Option<Instant>,
@@ -116,7 +120,10 @@ impl Measurement {
 
     pub(super) fn set_model_str(&mut self, model: &str) {
         if self.response_model.as_deref() != Some(model) {
-            self.response_model = Some(model.to_owned());
+            self.response_model = Some(match &self.request_model {
+                Some(asked) if **asked == *model => Arc::clone(asked),
+                _ => Arc::from(model),
+            });
         }
     }
 
@@ -379,6 +386,32 @@ impl Measurement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_naming_the_model_asked_for_shares_it() {
+        let asked: Arc<str> = Arc::from("gpt-4o-mini");
+        let mut m = Measurement {
+            request_model: Some(Arc::clone(&asked)),
+            ..Measurement::default()
+        };
+        m.set_model_str("gpt-4o-mini");
+        assert!(
+            m.response_model
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &asked))
+        );
+        m.set_model_str("gpt-4o-mini-2024-07-18");
+        assert_eq!(m.response_model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
+        assert!(
+            !m.response_model
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &asked))
+        );
+        // Without a model asked for, the answer's is its own.
+        let mut m = Measurement::default();
+        m.set_model_str("gpt-4o-mini");
+        assert_eq!(m.response_model.as_deref(), Some("gpt-4o-mini"));
+    }
 
     #[test]
     fn kept_text_is_capped_on_a_character_boundary() {

@@ -3,6 +3,7 @@
 //! synchronous and proportional to the bytes: it never waits and never blocks the stream.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -74,6 +75,12 @@ impl Meter {
             cuts: Vec::new(),
             template: None,
         }
+    }
+
+    /// The model the request named, shared by the record when the answer names the same one
+    /// (an allocation a request fewer with providers that echo the model asked for).
+    pub fn share_request_model(&mut self, model: Option<Arc<str>>) {
+        self.measurement.request_model = model;
     }
 
     /// Whether this meter may cut usage-only chunks out of the client's stream.

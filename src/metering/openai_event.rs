@@ -332,7 +332,13 @@ mod tests {
             m.observe(&value, Dialect::Chat, "", now)
         };
         let usage = serde_json::to_string(&m.usage_value()).unwrap_or_default();
-        Some((usage_only, usage, m.response_model, m.tool_calls, m.text))
+        Some((
+            usage_only,
+            usage,
+            m.response_model.as_deref().map(str::to_owned),
+            m.tool_calls,
+            m.text,
+        ))
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Series {
 struct Key {
     provider: Arc<str>,
     model: Option<Arc<str>>,
-    response_model: Option<String>,
+    response_model: Option<Arc<str>>,
     endpoint: Endpoint,
     stream: bool,
     outcome: Option<Outcome>,

@@ -82,12 +82,14 @@ pub fn respond(
     let sse = read.content_type.is_some_and(is_event_stream);
     let meter = dialect.map(|dialect| {
         let encoding = read.content_encoding.and_then(|v| v.to_str().ok());
-        Meter::new(
+        let mut meter = Meter::new(
             dialect,
             sse,
             encoding,
             strip_usage_chunks && status.is_success(),
-        )
+        );
+        meter.share_request_model(in_flight.model().cloned());
+        meter
     });
     if meter.as_ref().is_some_and(Meter::strips) {
         // Cutting a chunk changes the length.

@@ -170,6 +170,11 @@ impl InFlight {
         &self.active.start.id
     }
 
+    /// The model the request named, if any.
+    pub fn model(&self) -> Option<&Arc<str>> {
+        self.active.start.model.as_ref()
+    }
+
     /// Notes the request as sent upstream now, and returns that instant.
     pub fn sent_upstream(&mut self) -> Instant {
         self.sent_at = Instant::now();

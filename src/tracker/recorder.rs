@@ -187,9 +187,10 @@ pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
     // record with stated usage, nearly all of them, needs no copy of it).
     let tokenizer_model = |r: &Record| {
         r.response_model
-            .clone()
-            .or_else(|| r.model.as_deref().map(str::to_owned))
+            .as_deref()
+            .or(r.model.as_deref())
             .unwrap_or_default()
+            .to_owned()
     };
     let estimate_prompt = |model: &str| {
         dialect.and_then(|d| {

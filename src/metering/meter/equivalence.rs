@@ -13,7 +13,7 @@ use super::*;
 fn summary(m: &Measurement) -> (Option<String>, String, u64, u64, bool, u64, String) {
     let usage = serde_json::to_string(&m.usage_value()).unwrap_or_default();
     (
-        m.response_model.clone(),
+        m.response_model.as_deref().map(str::to_owned),
         m.text.clone(),
         m.tool_calls,
         m.chunks,
