@@ -195,7 +195,9 @@ impl Measurement {
         }
         for choice in choices.into_iter().flatten() {
             self.text_at(choice.get("text"), now);
-            let Some(part) = choice.get("delta").or_else(|| choice.get("message")) else {
+            // A `null` delta is no delta, as the typed reading takes it: the message counts.
+            let delta = choice.get("delta").filter(|d| !d.is_null());
+            let Some(part) = delta.or_else(|| choice.get("message")) else {
                 continue;
             };
             for key in ["content", "reasoning_content", "reasoning", "refusal"] {

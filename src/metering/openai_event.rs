@@ -465,6 +465,15 @@ mod tests {
     }
 
     #[test]
+    fn a_null_delta_leaves_the_message_to_count_on_both_paths() {
+        // Found by the property above: the `Value` path took the `null` as the delta.
+        let data = r#"{"choices":[{"message":{"reasoning_content":" "},"delta":null}]}"#;
+        let typed = through(true, data);
+        assert_eq!(typed.as_ref().map(|t| t.4.as_str()), Some(" "));
+        assert_eq!(typed, through(false, data));
+    }
+
+    #[test]
     fn declines_what_it_does_not_model() {
         for data in [
             r#"{"error":{"message":"boom"}}"#,
