@@ -5,6 +5,7 @@
 mod attribution;
 mod headers;
 mod outbound;
+mod recent;
 pub mod request;
 mod route;
 mod upstream;
