@@ -351,9 +351,7 @@ impl Connection {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
             .map_err(Http1Error::Read)
     }
-}
 
-impl Connection {
     /// The request line and headers, with the framing of a body of `length` (chunked when
     /// unknown) in place of any the headers had. Written in the room of the read buffer, which
     /// is empty between exchanges and not read into until the head is out: the head costs no
