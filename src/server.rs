@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -231,8 +232,9 @@ impl Protocols {
             let signal = write_now.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let serving = signal.begin();
-                let answer = handle(req.map(ClientBody::Http2));
-                async move { Ok::<_, std::convert::Infallible>(serving.response(answer.await)) }
+                handle(req.map(ClientBody::Http2)).map(move |response| {
+                    Ok::<_, std::convert::Infallible>(serving.response(response))
+                })
             });
             let io = TokioIo::new(Coalesced::new(stream, write_now));
             // Boxed so that HTTP/1.1 connections, the usual case, do not carry its size.
@@ -240,13 +242,15 @@ impl Protocols {
             report(ended, peer);
         } else {
             let signal = write_now.clone();
-            // Boxed: the connection holds the handler's future until the answer's head is out;
-            // a box pointer there instead of the ~3 KiB state keeps a long stream's connection
-            // small.
+            // The handler's future boxed: the connection holds it until the answer's head is
+            // out, and a box pointer there instead of the ~3 KiB state keeps a long stream's
+            // connection small. Boxed as it is made and mapped outside the box: boxing an
+            // `async` block that awaits it moved the state three times (into the block, into
+            // the box, and into its awaiting place at the first poll).
             let service = move |req: Request<http1::RequestBody>| {
                 let serving = signal.begin();
-                let answer = handle(req.map(ClientBody::Http1));
-                Box::pin(async move { serving.response(answer.await) })
+                Box::pin(handle(req.map(ClientBody::Http1)))
+                    .map(move |response| serving.response(response))
             };
             // Read through `Sniffed`: the bytes it read come first, and its gate keeps a
             // stream's turns from asking the client's socket again until it has news.
