@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
 use crate::tcp_send::poll_send;
+use crate::wire::names::header_name;
 use crate::wire::{BadChunk, Chunked, LinePlaces, add_length, decode_chunked, has_token, itoa};
 
 /// Most header lines an answer's head may have (hyper's limit too).
@@ -501,7 +502,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     let mut headers = HeaderMap::with_capacity(places.len());
     let mut lines = FramingLines::default();
     for [name_start, name_end, value_start, value_end] in places.iter() {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+        let name = header_name(&head[name_start..name_end])
             .map_err(|_| Http1Error::Head("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| Http1Error::Head("a header value is invalid"))?;

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
+use crate::wire::names::header_name;
 use crate::wire::{LinePlaces, add_length, has_token};
 
 /// Most header lines a request may have (hyper's limit too).
@@ -101,7 +102,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
     let mut headers = HeaderMap::with_capacity(places.len());
     let mut lines = FramingLines::default();
     for [name_start, name_end, value_start, value_end] in places.iter() {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+        let name = header_name(&head[name_start..name_end])
             .map_err(|_| Rejected::bad("a header name is invalid"))?;
         let value = value_of(&head, value_start, value_end)?;
         lines.note(&name, &value)?;
