@@ -476,6 +476,9 @@ fn compact_drops_only_the_whitespace_between_tokens() {
         compact(raw).get(),
         r#"{"prompt_tokens":12,"note":"a \"b\" c\\","d":{"x":[1,2]}}"#
     );
+    let unicode = "{ \"mot clé\" : \"déjà vu \\u00e9\" ,\t\"n\" :\r\n 1 }";
+    let raw = RawUsage::from(RawValue::from_string(unicode.to_owned()).expect("JSON"));
+    assert_eq!(compact(raw).get(), r#"{"mot clé":"déjà vu \u00e9","n":1}"#);
     let tight = RawUsage::from(RawValue::from_string(r#"{"a":"x y"}"#.to_owned()).expect("JSON"));
     assert_eq!(compact(tight).get(), r#"{"a":"x y"}"#);
 }
