@@ -14,6 +14,7 @@ pub mod metering;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
+pub mod repeated;
 pub mod server;
 pub mod shutdown;
 pub mod tcp_send;

@@ -5,7 +5,6 @@
 mod attribution;
 mod headers;
 mod outbound;
-mod recent;
 pub mod request;
 mod route;
 mod upstream;

@@ -122,7 +122,8 @@ impl Measurement {
         if self.response_model.as_deref() != Some(model) {
             self.response_model = Some(match &self.request_model {
                 Some(asked) if **asked == *model => Arc::clone(asked),
-                _ => Arc::from(model),
+                // OpenAI's answers name a dated version of the model asked for.
+                _ => crate::repeated::model(model),
             });
         }
     }
@@ -409,6 +410,11 @@ mod tests {
                 .as_ref()
                 .is_some_and(|r| Arc::ptr_eq(r, &asked))
         );
+        // A dated model, named by answer after answer, is shared from the thread's cache.
+        let dated = m.response_model.clone().expect("a model");
+        let mut next = Measurement::default();
+        next.set_model_str("gpt-4o-mini-2024-07-18");
+        assert!(next.response_model.is_some_and(|r| Arc::ptr_eq(&r, &dated)));
         // Without a model asked for, the answer's is its own.
         let mut m = Measurement::default();
         m.set_model_str("gpt-4o-mini");

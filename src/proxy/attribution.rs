@@ -90,7 +90,7 @@ fn key_id(key: &str, names: &KeyNames) -> Arc<str> {
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     match names.get(&digest) {
         Some(name) => Arc::clone(name),
-        None => super::recent::key_id(fingerprint_of(&digest).as_str()),
+        None => crate::repeated::key_id(fingerprint_of(&digest).as_str()),
     }
 }
 

@@ -122,7 +122,7 @@ fn facts(body: &[u8], raw: Members<'_>) -> Option<RequestFacts> {
         .stream_options
         .and_then(|r| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r).ok());
     Some(RequestFacts {
-        model: string(raw.model).map(|text| super::recent::model(&text)),
+        model: string(raw.model).map(|text| crate::repeated::model(&text)),
         stream: raw.stream == Some("true"),
         include_usage: stream_options
             .as_ref()

@@ -1,7 +1,7 @@
-//! The few strings that nearly every request repeats (the model it names, its key's
-//! fingerprint), shared from a small cache per thread instead of allocated for each request.
-//! The record and the live views hold them as `Arc<str>`: made anew, each was an allocation on
-//! the request's path and a free on the recorder's thread.
+//! The few strings that nearly every request repeats (the model it names, the model its answer
+//! names, its key's fingerprint), shared from a small cache per thread instead of allocated for
+//! each request. The record and the live views hold them as `Arc<str>`: made anew, each was an
+//! allocation on the request's path and a free on the recorder's thread.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -38,7 +38,8 @@ thread_local! {
     static KEY_IDS: RefCell<Recent> = RefCell::default();
 }
 
-/// `model` as an `Arc<str>`, shared with the requests before it that named the same one.
+/// `model` as an `Arc<str>`, shared with the requests and answers before it that named the
+/// same one.
 pub fn model(model: &str) -> Arc<str> {
     MODELS.with_borrow_mut(|recent| recent.share(model))
 }
