@@ -4,6 +4,7 @@
 //! allocation on the request's path and a free on the recorder's thread.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 use std::sync::Arc;
 
 /// Strings kept per cache. A proxy sees a handful of models and keys at a time; a client that
@@ -41,12 +42,19 @@ thread_local! {
 /// `model` as an `Arc<str>`, shared with the requests and answers before it that named the
 /// same one.
 pub fn model(model: &str) -> Arc<str> {
-    MODELS.with_borrow_mut(|recent| recent.share(model))
+    share(&MODELS, model)
 }
 
 /// A key fingerprint as an `Arc<str>`, shared likewise.
 pub fn key_id(fingerprint: &str) -> Arc<str> {
-    KEY_IDS.with_borrow_mut(|recent| recent.share(fingerprint))
+    share(&KEY_IDS, fingerprint)
+}
+
+/// A thread's caches are gone only while the thread ends: its strings are then made anew.
+fn share(cache: &'static LocalKey<RefCell<Recent>>, text: &str) -> Arc<str> {
+    cache
+        .try_with(|recent| recent.borrow_mut().share(text))
+        .unwrap_or_else(|_| Arc::from(text))
 }
 
 #[cfg(test)]

@@ -47,7 +47,10 @@ pub fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     if bytes.is_empty() || bytes.len() > MAX_LEN {
         return HeaderName::from_bytes(bytes);
     }
-    TABLE.with_borrow_mut(|table| table.share(bytes))
+    // A thread's table is gone only while the thread ends: its names are then made anew.
+    TABLE
+        .try_with(|table| table.borrow_mut().share(bytes))
+        .unwrap_or_else(|_| HeaderName::from_bytes(bytes))
 }
 
 impl Table {
