@@ -4,8 +4,8 @@
 //! allocation on the request's path and a free on the recorder's thread.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 /// Strings kept per cache. A proxy sees a handful of models and keys at a time; a client that
 /// names a new model in every request only turns the cache over.
