@@ -18,7 +18,8 @@ const SLOTS: usize = 128;
 /// request's forty names pushed each other out on every request (callgrind).
 const WAYS: usize = 4;
 /// Longer names are made anew each time, never kept: a request's names are the client's to
-/// choose, and the table's memory stays under `SLOTS * MAX_LEN` bytes of names.
+/// choose, and the bytes of names a thread keeps stay under 16 KiB (each name twice, as
+/// spelled and as `http` holds it).
 const MAX_LEN: usize = 64;
 
 struct Table {
@@ -84,8 +85,10 @@ impl Table {
 fn slot_of(bytes: &[u8]) -> usize {
     let len = bytes.len();
     let byte = |i: usize| bytes.get(i).map_or(0, |&b| u32::from(b));
-    let hash =
-        (len as u32) ^ (byte(len - 1) << 8) ^ (byte(len / 2) << 16) ^ (byte(len * 3 / 4) << 24);
+    let hash = (len as u32)
+        ^ (byte(len.saturating_sub(1)) << 8)
+        ^ (byte(len / 2) << 16)
+        ^ (byte(len * 3 / 4) << 24);
     (hash.wrapping_mul(0x9E37_79B1) >> (32 - SLOTS.trailing_zeros())) as usize
 }
 
