@@ -4,7 +4,8 @@
 pub mod names;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::HeaderValue;
+use http::header::{CONNECTION, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue};
 
 /// Longest chunk-size or trailer line.
 pub const MAX_LINE: usize = 4 * 1024;
@@ -82,6 +83,26 @@ impl LinePlaces {
             .chain(&self.more)
             .copied()
     }
+}
+
+/// Whether a header line only frames the message on this hop, so that the head's parser,
+/// which has read it, leaves it out of the message's header map: `Transfer-Encoding`,
+/// `Keep-Alive`, and a `Connection` line that lists only `keep-alive` and `close`. Forwarded,
+/// they would be stripped again (RFC 9110, section 7.6.1), and nearly every message has one:
+/// httpx (the OpenAI SDK's client) sends `Connection: keep-alive`, and so do providers'
+/// answers. A `Connection` line that names other headers stays, for the proxy to strip them.
+pub fn only_this_hop(name: &HeaderName, value: &HeaderValue) -> bool {
+    // Compared as names, not as text: a standard name's text is looked up in a table.
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    if *name == CONNECTION {
+        return value.as_bytes().split(|&b| b == b',').all(|token| {
+            let token = token.trim_ascii();
+            token.is_empty()
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"close")
+        });
+    }
+    *name == TRANSFER_ENCODING || *name == KEEP_ALIVE
 }
 
 /// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together
@@ -251,6 +272,26 @@ pub fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn only_framing_lines_of_this_hop_are_told_as_such() {
+        let line = |name: &'static str, value: &'static str| {
+            only_this_hop(
+                &HeaderName::from_static(name),
+                &HeaderValue::from_static(value),
+            )
+        };
+        assert!(line("transfer-encoding", "gzip, chunked"));
+        assert!(line("keep-alive", "timeout=5"));
+        for listed in ["keep-alive", "Close", " keep-alive , close ", "", ","] {
+            assert!(line("connection", listed), "{listed:?}");
+        }
+        for listed in ["upgrade", "keep-alive, x-hop", "keep-alive-ish"] {
+            assert!(!line("connection", listed), "{listed:?}");
+        }
+        assert!(!line("te", "trailers"));
+        assert!(!line("content-length", "5"));
+    }
 
     #[test]
     fn line_places_past_the_stack_share_are_kept_in_order() {

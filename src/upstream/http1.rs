@@ -34,7 +34,9 @@ use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
 use crate::tcp_send::poll_send;
 use crate::wire::names::header_name;
-use crate::wire::{BadChunk, Chunked, LinePlaces, add_length, decode_chunked, has_token, itoa};
+use crate::wire::{
+    BadChunk, Chunked, LinePlaces, add_length, decode_chunked, has_token, itoa, only_this_hop,
+};
 
 /// Most header lines an answer's head may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -470,7 +472,9 @@ enum Parsed {
     Final(Head),
 }
 
-/// Parses the answer head at the start of `buf`, taking it from `buf` when whole.
+/// Parses the answer head at the start of `buf`, taking it from `buf` when whole. The lines
+/// that frame only this hop are read here and left out of the answer's header map (see
+/// `wire::only_this_hop`).
 fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     // Uninitialised: zeroing room for a hundred lines cost more than parsing the usual ten.
     let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -507,7 +511,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| Http1Error::Head("a header value is invalid"))?;
         lines.note(&name, &value);
-        headers.append(name, value);
+        if !only_this_hop(&name, &value) {
+            headers.append(name, value);
+        }
     }
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -1,6 +1,7 @@
 //! A request's head, read off the start of the connection's read buffer: the request line and
-//! headers as an `http::Request`, how its body is framed, and whether the connection may carry
-//! another request after it.
+//! headers as an `http::Request` (less the lines that frame only this hop, which are read
+//! here: see `wire::only_this_hop`), how its body is framed, and whether the connection may
+//! carry another request after it.
 
 use std::mem::MaybeUninit;
 
@@ -9,7 +10,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::wire::names::header_name;
-use crate::wire::{LinePlaces, add_length, has_token};
+use crate::wire::{LinePlaces, add_length, has_token, only_this_hop};
 
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -106,7 +107,9 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
             .map_err(|_| Rejected::bad("a header name is invalid"))?;
         let value = value_of(&head, value_start, value_end)?;
         lines.note(&name, &value)?;
-        headers.append(name, value);
+        if !only_this_hop(&name, &value) {
+            headers.append(name, value);
+        }
     }
     let body = lines.body_length(version)?;
     let keep_alive = match version {
@@ -226,6 +229,24 @@ mod tests {
         assert_eq!(head.body, BodyLength::Known(4));
         assert!(head.keep_alive && !head.expects_continue);
         assert_eq!(&rest[..], b"body");
+    }
+
+    #[test]
+    fn lines_that_frame_only_this_hop_are_read_and_left_out_of_the_map() {
+        let (head, _) = whole(
+            b"POST / HTTP/1.1\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nx-a: 1\r\n\r\n",
+        );
+        let names: Vec<&str> = head.request.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a"]);
+        assert_eq!(head.body, BodyLength::Chunked);
+        assert!(head.keep_alive);
+        let (head, _) = whole(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(head.request.headers().is_empty() && !head.keep_alive);
+        // A `Connection` line that names other headers stays, for the proxy to strip them.
+        let (head, _) =
+            whole(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n");
+        assert_eq!(head.request.headers()["connection"], "keep-alive, x-hop");
+        assert_eq!(head.request.headers().len(), 2);
     }
 
     #[test]

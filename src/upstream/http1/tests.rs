@@ -23,6 +23,26 @@ fn whole(raw: &[u8]) -> (Response<()>, Framing, bool) {
 }
 
 #[test]
+fn an_answers_lines_that_frame_only_this_hop_are_read_and_left_out_of_the_map() {
+    let (response, framing, keep_alive) = whole(
+        b"HTTP/1.1 200 OK\r\nDate: now\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nx-request-id: req_1\r\n\r\n",
+    );
+    let names: Vec<&str> = response.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["date", "x-request-id"]);
+    assert_eq!(
+        (framing, keep_alive),
+        (Framing::Chunked(Chunked::Size), true)
+    );
+    let (response, _, keep_alive) =
+        whole(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n");
+    assert!(!keep_alive);
+    assert!(!response.headers().contains_key("connection"));
+    let (response, _, _) =
+        whole(b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n");
+    assert_eq!(response.headers()["connection"], "x-hop");
+}
+
+#[test]
 fn an_answer_head_gives_status_headers_framing_and_reuse() {
     let (response, framing, keep_alive) = whole(
         b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-request-id: req_1\r\nset-cookie: a\r\nset-cookie: b\r\ncontent-length: 12\r\n\r\n",
