@@ -49,6 +49,13 @@ impl crate::server::WriterHints for ProxyBody {
         }
     }
 
+    fn head_lines(&mut self) -> Option<crate::wire::lines::HeadLines> {
+        match self {
+            Either::Left(metered) => metered.head_lines(),
+            Either::Right(_) => None,
+        }
+    }
+
     /// An ended metered body is handed over whole as the work: boxed already, it spares the
     /// work a box of its own (488 bytes, one allocation a request). An empty body, ended,
     /// takes its place.

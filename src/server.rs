@@ -232,7 +232,12 @@ impl Protocols {
             let signal = write_now.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let serving = signal.begin();
-                handle(req.map(ClientBody::Http2)).map(move |response| {
+                handle(req.map(ClientBody::Http2)).map(move |mut response| {
+                    // HTTP/2 has no lines to pass on as they came: they go in the map, their
+                    // names lowercased.
+                    if let Some(lines) = response.body_mut().head_lines() {
+                        lines.append_to(response.headers_mut());
+                    }
                     Ok::<_, std::convert::Infallible>(serving.response(response))
                 })
             });

@@ -1,6 +1,7 @@
 //! HTTP/1.1 framing that both ends of the proxy read and write: the chunked transfer coding
 //! (RFC 9112, section 7.1), `Content-Length` lines, comma-separated tokens and decimal digits.
 
+pub mod lines;
 pub mod names;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -103,6 +104,20 @@ pub fn only_this_hop(name: &HeaderName, value: &HeaderValue) -> bool {
         });
     }
     *name == TRANSFER_ENCODING || *name == KEEP_ALIVE
+}
+
+/// [`only_this_hop`] for a line read as it came: its name in any case.
+pub fn only_this_hop_line(name: &[u8], value: &[u8]) -> bool {
+    use lines::is_named;
+    if is_named(name, b"connection") {
+        return value.split(|&b| b == b',').all(|token| {
+            let token = token.trim_ascii();
+            token.is_empty()
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"close")
+        });
+    }
+    is_named(name, b"transfer-encoding") || is_named(name, b"keep-alive")
 }
 
 /// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together
@@ -221,11 +236,8 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
 
 /// The length so far and one more `Content-Length` line; each of its comma-separated parts
 /// must be digits, and all the same.
-pub fn add_length(
-    mut length: Option<u64>,
-    value: &HeaderValue,
-) -> Result<Option<u64>, &'static str> {
-    for part in value.as_bytes().split(|&b| b == b',') {
+pub fn add_length(mut length: Option<u64>, value: &[u8]) -> Result<Option<u64>, &'static str> {
+    for part in value.split(|&b| b == b',') {
         let parsed = decimal(part.trim_ascii()).ok_or("its Content-Length is invalid")?;
         if length.is_some_and(|known| known != parsed) {
             return Err("it has two different Content-Lengths");
@@ -322,12 +334,12 @@ pub(crate) mod tests {
 
     #[test]
     fn lengths_are_plain_digits_that_fit_and_agree() {
-        let line = |text: &'static str| HeaderValue::from_static(text);
-        assert_eq!(add_length(None, &line("0")), Ok(Some(0)));
-        assert_eq!(add_length(None, &line(" 42 , 42")), Ok(Some(42)));
-        assert_eq!(add_length(Some(7), &line("7")), Ok(Some(7)));
+        let line = |text: &'static str| text.as_bytes();
+        assert_eq!(add_length(None, line("0")), Ok(Some(0)));
+        assert_eq!(add_length(None, line(" 42 , 42")), Ok(Some(42)));
+        assert_eq!(add_length(Some(7), line("7")), Ok(Some(7)));
         assert_eq!(
-            add_length(None, &line("18446744073709551615")),
+            add_length(None, line("18446744073709551615")),
             Ok(Some(u64::MAX))
         );
         for bad in [
@@ -340,10 +352,10 @@ pub(crate) mod tests {
             "18446744073709551616",
             "1,,1",
         ] {
-            assert!(add_length(None, &line(bad)).is_err(), "{bad:?}");
+            assert!(add_length(None, line(bad)).is_err(), "{bad:?}");
         }
-        assert!(add_length(Some(7), &line("8")).is_err());
-        assert!(add_length(None, &line("7, 8")).is_err());
+        assert!(add_length(Some(7), line("8")).is_err());
+        assert!(add_length(None, line("7, 8")).is_err());
     }
 
     /// Feeds `raw` to the chunked decoder in pieces ending at `cuts`, as reads would bring it.

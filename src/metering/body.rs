@@ -17,6 +17,7 @@ use super::drain::Drainer;
 use super::meter::Meter;
 use crate::server::{AfterWork, WriterHints};
 use crate::tracker::{BodyEnd, InFlight};
+use crate::wire::lines::HeadLines;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -342,6 +343,10 @@ impl WriterHints for MeteredBody {
         self.inner
             .as_ref()
             .is_some_and(UpstreamBody::reads_own_socket)
+    }
+
+    fn head_lines(&mut self) -> Option<HeadLines> {
+        self.inner.as_mut()?.take_head_lines()
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::wire::lines::{HeadLines, is_named};
+
 // Header names tokentap reads or writes, parsed once: a lookup by `&str` parses the name on
 // every call.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -72,6 +74,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
         headers.remove(name);
     }
+}
+
+/// Hop-by-hop names, in any case (`is_hop_by_hop` for a line as it came).
+fn is_hop_by_hop_line(name: &[u8]) -> bool {
+    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
+}
+
+/// `strip_hop_by_hop` for a head's lines as they came. The lines that frame only this hop
+/// were left out as the head was read (`wire::only_this_hop`), so most answers have none left.
+pub fn strip_hop_by_hop_lines(lines: &mut HeadLines) {
+    if !lines.iter().any(|(name, _)| is_hop_by_hop_line(name)) {
+        return;
+    }
+    // The `Connection` lines are read from a copy while the lines change: a copy only of the
+    // line places (the head's bytes are shared), for the rare answer that has one.
+    let before = lines.clone();
+    let named = |name: &[u8]| {
+        before.iter().any(|(n, value)| {
+            is_named(n, b"connection")
+                && value
+                    .split(|&b| b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+        })
+    };
+    lines.retain(|name, _| !is_hop_by_hop_line(name) && !named(name));
 }
 
 /// The headers sent upstream for a client's request headers.
@@ -177,6 +214,33 @@ mod tests {
                 ("x-request-id", "req_1")
             ]
         );
+    }
+
+    #[test]
+    fn hop_by_hop_lines_and_those_connection_names_are_left_out() {
+        let mut answer = crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop-One\r\n\
+              connection: , Connection,bad name\r\nCONNECTION: x-hop-two\r\n\
+              x-hop-one: 1\r\nX-HOP-TWO: 1\r\nKeep-Alive: 1\r\nProxy-Connection: 1\r\n\
+              TE: 1\r\nTrailer: 1\r\nUpgrade: 1\r\nProxy-Authenticate: 1\r\n\
+              x-request-id: req_1\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n",
+        );
+        strip_hop_by_hop_lines(&mut answer);
+        let left: Vec<(&[u8], &[u8])> = answer.iter().collect();
+        assert_eq!(
+            left,
+            [
+                (&b"x-request-id"[..], &b"req_1"[..]),
+                (b"Set-Cookie", b"a=1"),
+                (b"set-cookie", b"b=2"),
+            ]
+        );
+        // None there: nothing changes.
+        let mut plain = crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-te: 1\r\n\r\n",
+        );
+        strip_hop_by_hop_lines(&mut plain);
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

@@ -1,25 +1,38 @@
 //! The response the client gets: the upstream's status and end-to-end headers, and its body
 //! wrapped in the meter.
 
-use http::{HeaderMap, HeaderValue, Response, header};
+use http::{Response, header};
 use http_body_util::Either;
 use tokio::time::Instant;
 
 use super::ProxyBody;
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, strip_hop_by_hop_lines};
 use crate::app::App;
 use crate::metering::{Dialect, Meter, MeteredBody};
 use crate::tracker::InFlight;
 use crate::upstream::UpstreamResponse;
 
-/// Where a provider's own request id header ranks, most common first.
-fn request_id_rank(name: &str) -> Option<u8> {
-    Some(match name {
-        "x-request-id" => 0,
-        "request-id" => 1,
-        "apim-request-id" => 2,
-        "x-amzn-requestid" => 3,
-        "cf-ray" => 4,
+/// What a response header is to the meter and the record: a provider's own request id (with
+/// its rank, most common first), the media type or the content coding. Told by its name, in
+/// any case: an answer's lines keep the provider's spelling.
+#[derive(Clone, Copy)]
+enum Kind {
+    RequestId(u8),
+    ContentType,
+    ContentEncoding,
+}
+
+fn kind(name: &[u8]) -> Option<Kind> {
+    // Told apart by length first: most names are none of these.
+    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+    Some(match name.len() {
+        12 if is(b"content-type") => Kind::ContentType,
+        16 if is(b"content-encoding") => Kind::ContentEncoding,
+        12 if is(b"x-request-id") => Kind::RequestId(0),
+        10 if is(b"request-id") => Kind::RequestId(1),
+        15 if is(b"apim-request-id") => Kind::RequestId(2),
+        16 if is(b"x-amzn-requestid") => Kind::RequestId(3),
+        6 if is(b"cf-ray") => Kind::RequestId(4),
         _ => return None,
     })
 }
@@ -28,35 +41,43 @@ fn request_id_rank(name: &str) -> Option<u8> {
 /// (seven lookups hashed each name again: about 1k instructions of a short request).
 #[derive(Default)]
 struct Read<'a> {
-    request_id: Option<(u8, &'a HeaderValue)>,
-    content_type: Option<&'a HeaderValue>,
-    content_encoding: Option<&'a HeaderValue>,
+    request_id: Option<(u8, &'a [u8])>,
+    content_type: Option<&'a [u8]>,
+    content_encoding: Option<&'a [u8]>,
 }
 
 impl<'a> Read<'a> {
-    fn from(headers: &'a HeaderMap) -> Read<'a> {
+    fn from<'h>(headers: impl Iterator<Item = (&'h [u8], &'a [u8])>) -> Read<'a> {
         let mut read = Read::default();
         for (name, value) in headers {
-            match name.as_str() {
-                "content-type" => _ = read.content_type.get_or_insert(value),
-                "content-encoding" => _ = read.content_encoding.get_or_insert(value),
-                name => {
-                    if let Some(rank) = request_id_rank(name) {
-                        if read.request_id.is_none_or(|(best, _)| rank < best) {
-                            read.request_id = Some((rank, value));
-                        }
-                    }
+            match kind(name) {
+                Some(Kind::ContentType) => _ = read.content_type.get_or_insert(value),
+                Some(Kind::ContentEncoding) => _ = read.content_encoding.get_or_insert(value),
+                Some(Kind::RequestId(rank))
+                    if read.request_id.is_none_or(|(best, _)| rank < best) =>
+                {
+                    read.request_id = Some((rank, value));
                 }
+                _ => {}
             }
         }
         read
     }
 }
 
+/// A value as text, if it is visible ASCII (as `HeaderValue::to_str` reads it).
+fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// `text/event-stream`, in any case, with or without parameters.
-fn is_event_stream(content_type: &HeaderValue) -> bool {
+fn is_event_stream(content_type: &[u8]) -> bool {
     let kind = b"text/event-stream";
-    let value = content_type.as_bytes().trim_ascii_start();
+    let value = content_type.trim_ascii_start();
     value
         .get(..kind.len())
         .is_some_and(|v| v.eq_ignore_ascii_case(kind))
@@ -71,17 +92,32 @@ pub fn respond(
     deadline: Instant,
 ) -> Response<ProxyBody> {
     let status = response.status();
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let read = Read::from(&parts.headers);
+    let (mut parts, mut body) = response.into_parts();
+    // An HTTP/1.1 answer's headers are its lines as they came, its map empty; an HTTP/2
+    // answer's are in its map.
+    let read = match body.head_lines_mut() {
+        Some(lines) => {
+            strip_hop_by_hop_lines(lines);
+            Read::from(lines.iter())
+        }
+        None => {
+            strip_hop_by_hop(&mut parts.headers);
+            Read::from(
+                parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            )
+        }
+    };
     let request_id = read
         .request_id
-        .and_then(|(_, v)| v.to_str().ok())
+        .and_then(|(_, v)| text(v))
         .map(str::to_owned);
     in_flight.response_headers(status.as_u16(), request_id);
     let sse = read.content_type.is_some_and(is_event_stream);
     let meter = dialect.map(|dialect| {
-        let encoding = read.content_encoding.and_then(|v| v.to_str().ok());
+        let encoding = read.content_encoding.and_then(text);
         let mut meter = Meter::new(
             dialect,
             sse,
@@ -94,6 +130,9 @@ pub fn respond(
     if meter.as_ref().is_some_and(Meter::strips) {
         // Cutting a chunk changes the length.
         parts.headers.remove(header::CONTENT_LENGTH);
+        if let Some(lines) = body.head_lines_mut() {
+            lines.remove(b"content-length");
+        }
     }
     let mut body = Box::new(MeteredBody::new(
         body,
@@ -114,15 +153,11 @@ mod tests {
     use super::*;
 
     fn read(headers: &[(&'static str, &'static str)]) -> (Option<String>, Option<String>) {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        let read = Read::from(&map);
-        let text = |v: Option<&HeaderValue>| v.map(|v| v.to_str().expect("text").to_owned());
+        let read = Read::from(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        let owned = |v: Option<&[u8]>| v.map(|v| text(v).expect("text").to_owned());
         (
-            text(read.request_id.map(|(_, v)| v)),
-            text(read.content_type),
+            owned(read.request_id.map(|(_, v)| v)),
+            owned(read.content_type),
         )
     }
 
@@ -151,6 +186,27 @@ mod tests {
     }
 
     #[test]
+    fn names_are_read_in_any_case() {
+        assert_eq!(
+            read(&[
+                ("X-Request-ID", "openai-1"),
+                ("Content-Type", "application/json")
+            ]),
+            (Some("openai-1".into()), Some("application/json".into()))
+        );
+        assert_eq!(read(&[("CF-RAY", "ray-1")]).0, Some("ray-1".into()));
+    }
+
+    #[test]
+    fn only_visible_ascii_is_text() {
+        assert_eq!(text(b"req_1\t2"), Some("req_1\t2"));
+        assert_eq!(text(b""), Some(""));
+        for bad in [&b"caf\xc3\xa9"[..], b"a\x7fb", b"a\x01"] {
+            assert_eq!(text(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn an_event_stream_is_told_by_its_media_type_in_any_case() {
         for (value, sse) in [
             ("text/event-stream", true),
@@ -160,11 +216,7 @@ mod tests {
             ("application/json", false),
             ("", false),
         ] {
-            assert_eq!(
-                is_event_stream(&HeaderValue::from_static(value)),
-                sse,
-                "{value}"
-            );
+            assert_eq!(is_event_stream(value.as_bytes()), sse, "{value}");
         }
     }
 }

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head_timeout::Requests;
 use super::woken::WakeGate;
+use crate::wire::lines::HeadLines;
 
 /// Work a response body leaves for after its connection's next write. A trait object rather
 /// than a closure: a body can hand over its own allocation as the work (`proxy::ProxyBody`
@@ -66,6 +67,13 @@ pub trait WriterHints {
     /// Work to run once the frame just polled has been written: bookkeeping that needs not
     /// hold the client's bytes back (the meter's end of a whole JSON answer, a parse of it).
     fn after_write(&mut self) -> Option<AfterWrite> {
+        None
+    }
+
+    /// Header lines of the answer that its header map leaves out, as they came from upstream
+    /// (an answer passed through: see `wire::lines`). The writer writes them after the map's.
+    /// Only the first call has them.
+    fn head_lines(&mut self) -> Option<HeadLines> {
         None
     }
 }
@@ -276,6 +284,21 @@ pub struct Body<B: hyper::body::Body> {
     serving: Serving,
     /// A failure held back for one poll, while hyper writes what it holds.
     failure: Option<B::Error>,
+}
+
+/// What the body tells, it tells through its wrapper.
+impl<B: hyper::body::Body + WriterHints> WriterHints for Body<B> {
+    fn idle_when_pending(&self) -> bool {
+        self.inner.idle_when_pending()
+    }
+
+    fn after_write(&mut self) -> Option<AfterWrite> {
+        self.inner.after_write()
+    }
+
+    fn head_lines(&mut self) -> Option<HeadLines> {
+        self.inner.head_lines()
+    }
 }
 
 impl<B: hyper::body::Body + WriterHints + Unpin> hyper::body::Body for Body<B>

@@ -37,7 +37,9 @@ use body::{Fed, Feed, Framing as BodyFraming};
 use head::{BodyLength, Head, Rejected};
 use outbox::Outbox;
 
+use super::WriterHints;
 use super::drain::Finish;
+use crate::wire::lines::is_named;
 use crate::wire::{Chunked, add_length, has_token, itoa};
 
 /// Room made in the read buffer before a read; a connection's first read makes it this large.
@@ -125,7 +127,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RequestBody>) -> F,
     F: Future<Output = Response<B>> + Unpin,
-    B: Body<Data = bytes::Bytes> + Unpin,
+    B: Body<Data = bytes::Bytes> + WriterHints + Unpin,
 {
     /// A connection over `io`; `buf` holds any bytes already read from it, and is the read buffer.
     pub fn new(io: T, buf: BytesMut, service: S, max_head: usize) -> Self {
@@ -289,7 +291,8 @@ where
 
     /// Writes the answer's head, and sets its body to be written.
     fn respond(&mut self, response: Response<B>, request: RequestFacts) {
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
+        let lines = body.head_lines();
         let status = parts.status;
         let headers = &parts.headers;
         let no_body = request.head
@@ -308,7 +311,7 @@ where
                 continue;
             } else if name == CONTENT_LENGTH {
                 let known = declared.unwrap_or(Ok(None));
-                declared = Some(known.and_then(|known| add_length(known, value)));
+                declared = Some(known.and_then(|known| add_length(known, value.as_bytes())));
             } else if name == CONNECTION {
                 says_connection = true;
                 keep_alive &= !has_token(value.as_bytes(), b"close");
@@ -319,6 +322,26 @@ where
             self.out.put(b": ");
             self.out.put(value.as_bytes());
             self.out.put(b"\r\n");
+        }
+        // The same for the lines the answer carries as they came: their names in any case.
+        if let Some(lines) = &lines {
+            let keep = |name: &[u8], value: &[u8]| {
+                match name.len() {
+                    17 if is_named(name, b"transfer-encoding") => return false,
+                    14 if is_named(name, b"content-length") => {
+                        let known = declared.unwrap_or(Ok(None));
+                        declared = Some(known.and_then(|known| add_length(known, value)));
+                    }
+                    10 if is_named(name, b"connection") => {
+                        says_connection = true;
+                        keep_alive &= !has_token(value, b"close");
+                    }
+                    4 if is_named(name, b"date") => dated = true,
+                    _ => {}
+                }
+                true
+            };
+            lines.write(keep, |piece| self.out.put(piece));
         }
         let framing = match declared {
             // A length the handler set itself frames the body, unless it is not a length.
@@ -529,7 +552,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RequestBody>) -> F + Unpin,
     F: Future<Output = Response<B>> + Unpin,
-    B: Body<Data = bytes::Bytes> + Unpin,
+    B: Body<Data = bytes::Bytes> + WriterHints + Unpin,
 {
     type Output = Result<(), ConnectionError>;
 
@@ -560,7 +583,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RequestBody>) -> F + Unpin,
     F: Future<Output = Response<B>> + Unpin,
-    B: Body<Data = bytes::Bytes> + Unpin,
+    B: Body<Data = bytes::Bytes> + WriterHints + Unpin,
 {
     type Error = ConnectionError;
 

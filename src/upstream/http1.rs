@@ -21,9 +21,9 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
@@ -33,9 +33,9 @@ use tokio::net::TcpStream;
 use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
 use crate::tcp_send::poll_send;
-use crate::wire::names::header_name;
+use crate::wire::lines::{HeadLines, Spans, is_named};
 use crate::wire::{
-    BadChunk, Chunked, LinePlaces, add_length, decode_chunked, has_token, itoa, only_this_hop,
+    BadChunk, Chunked, add_length, decode_chunked, has_token, itoa, only_this_hop_line,
 };
 
 /// Most header lines an answer's head may have (hyper's limit too).
@@ -211,6 +211,7 @@ impl Connection {
                 },
                 keep_alive: head.keep_alive,
                 home,
+                lines: Some(head.lines),
             };
             if body.is_end_stream() {
                 body.release();
@@ -449,7 +450,9 @@ enum Sent {
 
 /// An answer's head, read.
 struct Head {
+    /// Status and version; its header map stays empty.
     response: Response<()>,
+    lines: HeadLines,
     framing: Framing,
     /// The connection may take another request once the body has ended.
     keep_alive: bool,
@@ -472,9 +475,9 @@ enum Parsed {
     Final(Head),
 }
 
-/// Parses the answer head at the start of `buf`, taking it from `buf` when whole. The lines
-/// that frame only this hop are read here and left out of the answer's header map (see
-/// `wire::only_this_hop`).
+/// Parses the answer head at the start of `buf`, taking it from `buf` when whole. Its header
+/// lines are kept as they came (`HeadLines`), less the lines that frame only this hop, which
+/// are read here (see `wire::only_this_hop`).
 fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     // Uninitialised: zeroing room for a hundred lines cost more than parsing the usual ten.
     let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -494,37 +497,36 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     let code = parsed.code.unwrap_or_default();
     let status =
         StatusCode::from_u16(code).map_err(|_| Http1Error::Head("its status is out of range"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Http1Error::Head("it switches protocols"));
+        }
+        buf.advance(length);
+        return Ok(Parsed::Interim);
+    }
     let version = if parsed.version == Some(1) {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    // Names and values are read from the head once it is split off: values are slices of it,
-    // not copies.
-    let places = LinePlaces::of(buf, parsed.headers);
+    // The lines' places are noted while the parser's slices borrow the buffer; the lines are
+    // then made from the head once it is split off: values are slices of it, not copies.
+    let spans = Spans::of(buf);
+    let mut framing_lines = FramingLines::default();
+    let mut kept = Vec::with_capacity(parsed.headers.len());
+    for line in parsed.headers.iter() {
+        let (name, value) = (line.name.as_bytes(), line.value);
+        framing_lines.note(name, value);
+        if !only_this_hop_line(name, value) {
+            kept.push(spans.line(name, value));
+        }
+    }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(places.len());
-    let mut lines = FramingLines::default();
-    for [name_start, name_end, value_start, value_end] in places.iter() {
-        let name = header_name(&head[name_start..name_end])
-            .map_err(|_| Http1Error::Head("a header name is invalid"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| Http1Error::Head("a header value is invalid"))?;
-        lines.note(&name, &value);
-        if !only_this_hop(&name, &value) {
-            headers.append(name, value);
-        }
-    }
-    if status.is_informational() {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Http1Error::Head("it switches protocols"));
-        }
-        return Ok(Parsed::Interim);
-    }
+    let lines = HeadLines::new(head, kept);
     // An answer framed both ways may have been read wrongly by someone: the connection ends.
-    let ambiguous = lines.transfer_encoding.is_some() && lines.has_length;
-    let closes = lines.closes;
-    let framing = framing(status, lines)?;
+    let ambiguous = framing_lines.chunked.is_some() && framing_lines.has_length;
+    let closes = framing_lines.closes;
+    let framing = framing(status, framing_lines)?;
     let keep_alive = version == Version::HTTP_11
         && !closes
         && !ambiguous
@@ -532,19 +534,19 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
     Ok(Parsed::Final(Head {
         response,
+        lines,
         framing,
         keep_alive,
     }))
 }
 
-/// What the head's framing lines say, noted line by line as the head is read (looking them up
-/// in the finished map afterwards hashed five names again).
+/// What the head's framing lines say, noted line by line as the head is read.
 struct FramingLines {
-    /// The last `Transfer-Encoding` line: its last coding is the one that frames the body.
-    transfer_encoding: Option<HeaderValue>,
+    /// Whether the last `Transfer-Encoding` line's last coding, the one that frames the body,
+    /// is `chunked`; `None` without such a line.
+    chunked: Option<bool>,
     /// Whether any `Content-Length` line came, and what they say together: one length, or
     /// the first fault found in them.
     has_length: bool,
@@ -556,7 +558,7 @@ struct FramingLines {
 impl Default for FramingLines {
     fn default() -> FramingLines {
         FramingLines {
-            transfer_encoding: None,
+            chunked: None,
             has_length: false,
             length: Ok(None),
             closes: false,
@@ -565,16 +567,21 @@ impl Default for FramingLines {
 }
 
 impl FramingLines {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        if *name == TRANSFER_ENCODING {
-            self.transfer_encoding = Some(value.clone());
-        } else if *name == CONTENT_LENGTH {
-            self.has_length = true;
-            if let Ok(known) = self.length {
-                self.length = add_length(known, value).map_err(Http1Error::Head);
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        // Told apart by length first: most lines are none of these.
+        match name.len() {
+            17 if is_named(name, b"transfer-encoding") => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
-        } else if *name == CONNECTION {
-            self.closes |= has_token(value.as_bytes(), b"close");
+            14 if is_named(name, b"content-length") => {
+                self.has_length = true;
+                if let Ok(known) = self.length {
+                    self.length = add_length(known, value).map_err(Http1Error::Head);
+                }
+            }
+            10 if is_named(name, b"connection") => self.closes |= has_token(value, b"close"),
+            _ => {}
         }
     }
 }
@@ -584,12 +591,7 @@ fn framing(status: StatusCode, lines: FramingLines) -> Result<Framing, Http1Erro
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Ended);
     }
-    if let Some(last) = lines.transfer_encoding {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if let Some(chunked) = lines.chunked {
         return Ok(if chunked {
             Framing::Chunked(Chunked::Size)
         } else {
@@ -623,9 +625,21 @@ pub struct Http1Body {
     framing: Framing,
     keep_alive: bool,
     home: Arc<IdleList>,
+    /// The answer's header lines, until the proxy takes them (`take_head_lines`).
+    lines: Option<HeadLines>,
 }
 
 impl Http1Body {
+    /// The answer's header lines, as they came less those that framed it on this hop. Only
+    /// the first call has them.
+    pub fn take_head_lines(&mut self) -> Option<HeadLines> {
+        self.lines.take()
+    }
+
+    pub fn head_lines_mut(&mut self) -> Option<&mut HeadLines> {
+        self.lines.as_mut()
+    }
+
     /// Lets go of the connection at the body's end: back to the pool, or closed.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {

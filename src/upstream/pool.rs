@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::OutboundBody;
 use super::connect::{Connected, Connector};
 use super::http1::{self, Http1Body, Http1Error};
+use crate::wire::lines::HeadLines;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -456,6 +457,23 @@ impl ResponseBody {
     /// connection's task (hyper's HTTP/2).
     pub fn reads_own_socket(&self) -> bool {
         matches!(self.inner, Inner::Http1(_))
+    }
+
+    /// An HTTP/1.1 answer's header lines, as they came: its header map is empty. An HTTP/2
+    /// answer has its headers in its map, and none here.
+    pub fn head_lines_mut(&mut self) -> Option<&mut HeadLines> {
+        match &mut self.inner {
+            Inner::Http1(body) => body.head_lines_mut(),
+            Inner::Http2 { .. } => None,
+        }
+    }
+
+    /// The header lines taken (see `head_lines_mut`): only the first call has them.
+    pub fn take_head_lines(&mut self) -> Option<HeadLines> {
+        match &mut self.inner {
+            Inner::Http1(body) => body.take_head_lines(),
+            Inner::Http2 { .. } => None,
+        }
     }
 }
 

@@ -154,7 +154,7 @@ impl FramingLines {
             self.transfer_encoding = Some(value.clone());
         } else if *name == CONTENT_LENGTH {
             self.has_length = true;
-            self.length = add_length(self.length, value).map_err(|_| {
+            self.length = add_length(self.length, value.as_bytes()).map_err(|_| {
                 Rejected::bad("the request's Content-Length lines are invalid or disagree")
             })?;
         } else if *name == CONNECTION {

@@ -16,6 +16,8 @@ use super::*;
 type Answer = Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>;
 type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
+impl crate::server::WriterHints for TestBody {}
+
 fn full(text: impl Into<Bytes>) -> TestBody {
     Full::new(text.into())
         .map_err(|never| match never {})
@@ -377,4 +379,81 @@ async fn an_answers_own_length_lines_frame_it_unless_they_disagree() {
          HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\nconnection: close\r\n\r\nbody"
     );
     assert!(conn.await.unwrap().is_ok());
+}
+
+/// A body that carries its answer's header lines, as an answer passed through does.
+struct WithLines {
+    lines: Option<crate::wire::lines::HeadLines>,
+    body: Full<Bytes>,
+}
+
+impl Body for WithLines {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl crate::server::WriterHints for WithLines {
+    fn head_lines(&mut self) -> Option<crate::wire::lines::HeadLines> {
+        self.lines.take()
+    }
+}
+
+/// Serves every request with `head`'s lines and `body`, until the client closes.
+async fn answer_with_lines(head: &'static [u8], body: &'static str, requests: &[u8]) -> String {
+    let service = move |_: Request<RequestBody>| {
+        std::future::ready(Response::new(WithLines {
+            lines: Some(crate::wire::lines::parsed(head)),
+            body: Full::new(Bytes::from_static(body.as_bytes())),
+        }))
+    };
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let conn = tokio::spawn(Connection::new(server, BytesMut::new(), service, 8192));
+    client.write_all(requests).await.unwrap();
+    let answer = read_to_end(&mut client).await;
+    assert!(conn.await.unwrap().is_ok());
+    answer
+}
+
+#[tokio::test]
+async fn an_answers_own_lines_are_written_as_they_came_with_their_framing_read() {
+    // Its length and date are its own; a `Transfer-Encoding` line frames no body here.
+    let answer = answer_with_lines(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\nDate: then\r\nX-A: 1\r\n\r\n",
+        "hello",
+        b"GET /a HTTP/1.1\r\nhost: t\r\n\r\nGET /b HTTP/1.1\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let one = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+               Date: then\r\nX-A: 1\r\n";
+    assert_eq!(
+        answer,
+        format!("{one}\r\nhello{one}connection: close\r\n\r\nhello")
+    );
+    // Without a length of its own, the body's is written; its `Connection: close` closes.
+    let answer = answer_with_lines(
+        b"HTTP/1.1 200 OK\r\nCONNECTION: close\r\ndate: then\r\n\r\n",
+        "bye",
+        b"GET /a HTTP/1.1\r\nhost: t\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        answer,
+        "HTTP/1.1 200 OK\r\nCONNECTION: close\r\ndate: then\r\ncontent-length: 3\r\n\r\nbye"
+    );
 }
