@@ -14,11 +14,21 @@ use http::{HeaderMap, HeaderValue};
 use super::names::header_name;
 
 /// Header lines, in the order they came, less those left out.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct HeadLines {
     head: Bytes,
     /// Each kept line's `[name start, name end, value start, value end]` in `head`.
     lines: Vec<[usize; 4]>,
+}
+
+/// Only how many: the lines may hold credentials and cookies, and debug output is no place
+/// for them.
+impl std::fmt::Debug for HeadLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadLines")
+            .field("lines", &self.lines.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether `name` is `lower` (a lowercase name) in any case.
@@ -267,6 +277,13 @@ mod tests {
             map.keys()
                 .all(|name| name.as_str() == name.as_str().to_lowercase())
         );
+    }
+
+    #[test]
+    fn debug_output_shows_no_line() {
+        let lines = parsed(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=secret\r\n\r\n");
+        let shown = format!("{lines:?}");
+        assert!(!shown.contains("secret") && shown.contains('1'), "{shown}");
     }
 
     #[test]
