@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 use attribution::attribute;
 pub use attribution::{KeyNames, fingerprint};
 pub use headers::Peer;
-use headers::header_bytes;
+use headers::{ClientHeaders, header_bytes};
 
 use crate::app::App;
 use crate::error::ProxyError;
@@ -35,6 +35,7 @@ use crate::metering::{Dialect, MeteredBody};
 use crate::record::{Endpoint, Outcome, RequestId};
 use crate::tracker::{InFlight, RequestStart};
 use crate::upstream::{ClientError, Upstream};
+use crate::wire::lines::visible_text;
 
 /// A metered body is boxed: an answer moves several times on its way to the connection's writer
 /// (the handler's layers, the connection's state), and its metered body with the meter inside
@@ -104,7 +105,8 @@ pub fn handle_guarded(
                     error_response(err)
                 } else {
                     // It failed before its record was started: start and end one now.
-                    answer_early(&app, endpoint, None, &http::HeaderMap::new(), err, &tracked)
+                    let none = ClientHeaders::Map(http::HeaderMap::new());
+                    answer_early(&app, endpoint, None, &none, err, &tracked)
                 }
             }
         }
@@ -123,21 +125,26 @@ fn handle_tracked(
     tracked: &AtomicBool,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
     // Split here, not in the future: there the request would be kept whole besides its parts.
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    // An HTTP/1.1 request's headers come as its lines (its map empty), an h2c request's in
+    // its map.
+    let headers = match body.take_head_lines() {
+        Some(lines) => ClientHeaders::Lines(lines),
+        None => ClientHeaders::Map(std::mem::take(&mut parts.headers)),
+    };
     async move {
         let endpoint = Endpoint::of_path(parts.uri.path());
         let settings = app.settings();
-        let header_provider = parts
-            .headers
-            .get(&headers::X_TOKENTAP_PROVIDER)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let header_provider = headers
+            .get("x-tokentap-provider")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
 
-        let reject = |err| {
+        let reject = |headers: &ClientHeaders, err| {
             answer_early(
                 &app,
                 endpoint,
                 header_provider.as_deref(),
-                &parts.headers,
+                headers,
                 err,
                 tracked,
             )
@@ -145,18 +152,24 @@ fn handle_tracked(
         let body_limit = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
 
         // Checks that need no body.
-        if header_bytes(&parts.headers) > settings.max_header_bytes {
-            return reject(ProxyError::HeadersTooLarge {
-                limit: settings.max_header_bytes,
-            });
+        if header_bytes(&headers) > settings.max_header_bytes {
+            return reject(
+                &headers,
+                ProxyError::HeadersTooLarge {
+                    limit: settings.max_header_bytes,
+                },
+            );
         }
-        if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
-            return reject(ProxyError::BodyTooLarge {
-                limit: settings.max_body,
-            });
+        if content_length(&headers).is_some_and(|n| n > settings.max_body) {
+            return reject(
+                &headers,
+                ProxyError::BodyTooLarge {
+                    limit: settings.max_body,
+                },
+            );
         }
         if app.is_draining() {
-            return reject(ProxyError::ShuttingDown);
+            return reject(&headers, ProxyError::ShuttingDown);
         }
         let metered = endpoint != Endpoint::Other && parts.method == http::Method::POST;
         // One timer a request: the client's body is read by one deadline, the upstream's head
@@ -172,18 +185,26 @@ fn handle_tracked(
         let (body_bytes, streaming_body) = if metered {
             let read = read_whole(Limited::new(body, body_limit));
             let Some(read) = before(timer.as_mut(), read).await else {
-                return reject(ProxyError::BodyTimeout {
-                    after_ms: settings.client_body_timeout.as_millis(),
-                });
+                return reject(
+                    &headers,
+                    ProxyError::BodyTimeout {
+                        after_ms: settings.client_body_timeout.as_millis(),
+                    },
+                );
             };
             match read {
                 Ok(whole) => (Some(whole), None),
                 Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                    return reject(ProxyError::BodyTooLarge {
-                        limit: settings.max_body,
-                    });
+                    return reject(
+                        &headers,
+                        ProxyError::BodyTooLarge {
+                            limit: settings.max_body,
+                        },
+                    );
                 }
-                Err(err) => return reject(ProxyError::BodyRead(error_chain(err.as_ref()))),
+                Err(err) => {
+                    return reject(&headers, ProxyError::BodyRead(error_chain(err.as_ref())));
+                }
             }
         } else {
             (None, Some(body))
@@ -199,7 +220,8 @@ fn handle_tracked(
             add_usage,
         } = match prepare(
             &app,
-            &mut parts,
+            &parts,
+            headers,
             header_provider.as_deref(),
             Received {
                 endpoint,
@@ -265,7 +287,8 @@ struct Prepared<'a> {
 )]
 fn prepare<'a>(
     app: &'a App,
-    parts: &mut http::request::Parts,
+    parts: &http::request::Parts,
+    headers: ClientHeaders,
     header_provider: Option<&str>,
     received: Received,
     client: &Peer,
@@ -288,7 +311,7 @@ fn prepare<'a>(
                 app,
                 endpoint,
                 header_provider,
-                &parts.headers,
+                &headers,
                 err,
                 tracked,
             ));
@@ -308,14 +331,13 @@ fn prepare<'a>(
         _ => None,
     };
     let who = attribute(
-        &parts.headers,
+        &headers,
         facts.as_ref().and_then(|f| f.user.as_deref()),
         app.key_names(),
     );
-    let request_bytes = body_bytes.as_ref().map_or_else(
-        || content_length(&parts.headers).unwrap_or(0),
-        |b| b.len() as u64,
-    );
+    let request_bytes = body_bytes
+        .as_ref()
+        .map_or_else(|| content_length(&headers).unwrap_or(0), |b| b.len() as u64);
     let start = RequestStart {
         id: new_request_id(),
         provider: upstream.name.clone(),
@@ -343,13 +365,13 @@ fn prepare<'a>(
         upstream,
         &parts.method,
         &parts.uri,
-        std::mem::take(&mut parts.headers),
+        headers,
         client,
         upstream_body,
         body_rewritten,
     );
-    let request = match request {
-        Ok(request) => request,
+    let (request, lines) = match request {
+        Ok(outbound) => outbound,
         Err(err) => {
             // Unreachable in practice: the parts come from a parsed request and valid config.
             let err = ProxyError::Internal(format!("cannot build the upstream request: {err}"));
@@ -359,7 +381,7 @@ fn prepare<'a>(
     };
 
     Ok(Prepared {
-        sending: upstream.send(request),
+        sending: upstream.send(request, lines),
         upstream,
         in_flight,
         dialect,
@@ -430,7 +452,7 @@ fn answer_early(
     app: &App,
     endpoint: Endpoint,
     header_provider: Option<&str>,
-    headers: &http::HeaderMap,
+    headers: &ClientHeaders,
     err: ProxyError,
     tracked: &AtomicBool,
 ) -> Response<ProxyBody> {
@@ -543,11 +565,8 @@ where
     })
 }
 
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
+fn content_length(headers: &ClientHeaders) -> Option<u64> {
+    visible_text(headers.get("content-length")?)?
         .trim()
         .parse()
         .ok()

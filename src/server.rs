@@ -119,7 +119,8 @@ impl AcceptLoop {
             role,
         } = self;
         let drain = Drain::default();
-        let protocols = Arc::new(Protocols::new(app.settings()));
+        let head_lines = matches!(role, Role::Proxy);
+        let protocols = Arc::new(Protocols::new(app.settings(), head_lines));
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => break,
@@ -172,10 +173,13 @@ struct Protocols {
     /// How long a client may take to send the bytes that tell HTTP/1.1 from h2c, and, on
     /// HTTP/1.1, to begin its next request (see `head_timeout`).
     header_timeout: Duration,
+    /// HTTP/1.1 requests keep their header lines as they came, for a handler that reads them
+    /// so (the proxy's); others get them in the request's map.
+    head_lines: bool,
 }
 
 impl Protocols {
-    fn new(settings: &Settings) -> Protocols {
+    fn new(settings: &Settings, head_lines: bool) -> Protocols {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -184,6 +188,7 @@ impl Protocols {
             http2,
             max_head: settings.max_header_bytes.max(8192) * 4,
             header_timeout: settings.client_header_timeout,
+            head_lines,
         }
     }
 
@@ -261,6 +266,11 @@ impl Protocols {
             // stream's turns from asking the client's socket again until it has news.
             let io = Coalesced::new(stream, write_now.clone());
             let conn = http1::Connection::new(io, BytesMut::new(), service, self.max_head);
+            let conn = if self.head_lines {
+                conn.with_head_lines()
+            } else {
+                conn
+            };
             // Pinned where it stands: a connection future passed by value into an async fn
             // that moves it again is held twice in the task.
             let conn = pin!(drain.watch(HeadTimeout::new(conn, self.header_timeout, write_now)));

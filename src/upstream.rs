@@ -16,6 +16,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, Limited};
 
 use crate::config::ProviderConfig;
+use crate::wire::lines::HeadLines;
 use pool::Pool;
 pub use pool::{ClientError, ResponseBody};
 
@@ -71,8 +72,14 @@ impl Upstream {
         Ok(Uri::from(path_and_query))
     }
 
-    pub fn send(&self, request: Request<OutboundBody>) -> ResponseFuture<'_> {
-        Box::pin(self.pool.send(request))
+    /// Sends `request`, with a client's header lines to go as they came, if any (see
+    /// `wire::lines`): written after the request's own on HTTP/1.1, put in its map on HTTP/2.
+    pub fn send(
+        &self,
+        request: Request<OutboundBody>,
+        lines: Option<HeadLines>,
+    ) -> ResponseFuture<'_> {
+        Box::pin(self.pool.send(request, lines))
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use super::headers::ClientHeaders;
+use crate::wire::lines::visible_text;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,54 +26,61 @@ pub type KeyNames = std::collections::HashMap<[u8; 32], Arc<str>>;
 /// The first value of each header attribution reads.
 #[derive(Default)]
 struct Read<'a> {
-    authorization: Option<&'a HeaderValue>,
-    x_api_key: Option<&'a HeaderValue>,
-    user: Option<&'a HeaderValue>,
-    conversation_id: Option<&'a HeaderValue>,
-    session_id: Option<&'a HeaderValue>,
-    tags: Option<&'a HeaderValue>,
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+    user: Option<&'a [u8]>,
+    conversation_id: Option<&'a [u8]>,
+    session_id: Option<&'a [u8]>,
+    tags: Option<&'a [u8]>,
 }
 
 impl<'a> Read<'a> {
     /// One pass over the headers: six lookups hashed each name again (about 1k instructions
-    /// of a short request, callgrind).
-    fn from(headers: &'a HeaderMap) -> Read<'a> {
+    /// of a short request, callgrind). Names in any case: a request's lines keep the client's
+    /// spelling.
+    fn from(headers: &'a ClientHeaders) -> Read<'a> {
         let mut read = Read::default();
-        for (name, value) in headers {
-            let slot = match name.as_str() {
-                "authorization" => &mut read.authorization,
-                "x-api-key" => &mut read.x_api_key,
-                "x-tokentap-user" => &mut read.user,
-                "x-conversation-id" => &mut read.conversation_id,
-                "x-session-id" => &mut read.session_id,
-                "x-tokentap-tags" => &mut read.tags,
-                _ => continue,
+        headers.for_each(|name, value| {
+            let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+            // Told apart by length first: most names are none of these.
+            let slot = match name.len() {
+                13 if is(b"authorization") => &mut read.authorization,
+                9 if is(b"x-api-key") => &mut read.x_api_key,
+                15 if is(b"x-tokentap-user") => &mut read.user,
+                17 if is(b"x-conversation-id") => &mut read.conversation_id,
+                12 if is(b"x-session-id") => &mut read.session_id,
+                15 if is(b"x-tokentap-tags") => &mut read.tags,
+                _ => return,
             };
             slot.get_or_insert(value);
-        }
+        });
         read
     }
 }
 
-pub fn attribute(headers: &HeaderMap, body_user: Option<&str>, names: &KeyNames) -> Attribution {
+pub fn attribute(
+    headers: &ClientHeaders,
+    body_user: Option<&str>,
+    names: &KeyNames,
+) -> Attribution {
     let read = Read::from(headers);
-    let text = |value: Option<&HeaderValue>| {
+    let text = |value: Option<&[u8]>| {
         value
-            .and_then(|v| v.to_str().ok())
+            .and_then(visible_text)
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(clip)
     };
     let key = read
         .authorization
-        .and_then(|v| v.to_str().ok())
+        .and_then(visible_text)
         .map(|v| {
             v.trim()
                 .strip_prefix("Bearer ")
                 .or_else(|| v.trim().strip_prefix("bearer "))
                 .unwrap_or(v.trim())
         })
-        .or_else(|| read.x_api_key.and_then(|v| v.to_str().ok()).map(str::trim))
+        .or_else(|| read.x_api_key.and_then(visible_text).map(str::trim))
         .filter(|k| !k.is_empty());
     Attribution {
         key_id: key.map(|k| key_id(k, names)),
@@ -143,6 +151,11 @@ fn parse_tags(text: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
+
+    fn attribute(h: &HeaderMap, user: Option<&str>, names: &KeyNames) -> Attribution {
+        super::attribute(&ClientHeaders::Map(h.clone()), user, names)
+    }
 
     #[test]
     fn reads_every_source_and_never_keeps_the_key() {
@@ -189,6 +202,19 @@ mod tests {
         assert_eq!(fingerprint("abc"), "key_ba7816bf8f01");
         // Digits above 9 and below 0x10 in a byte: SHA-256("") is e3b0c442 98fc1c14 ...
         assert_eq!(fingerprint(""), "key_e3b0c44298fc");
+    }
+
+    #[test]
+    fn lines_are_read_by_name_in_any_case() {
+        let lines = crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nAuthorization: Bearer sk-1\r\nX-Tokentap-User: u1\r\n\
+              X-Conversation-ID: c1\r\nx-tokentap-tags: team=a\r\nx-tokentap-user: u2\r\n\r\n",
+        );
+        let a = super::attribute(&ClientHeaders::Lines(lines), None, &KeyNames::new());
+        assert_eq!(a.key_id.as_deref(), Some(fingerprint("sk-1").as_str()));
+        assert_eq!(a.user.as_deref(), Some("u1"));
+        assert_eq!(a.conversation_id.as_deref(), Some("c1"));
+        assert_eq!(a.tags.get("team").map(String::as_str), Some("a"));
     }
 
     #[test]

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::wire::lines::{HeadLines, is_named};
+use crate::wire::lines::{HeadLines, is_named, visible_text};
 
 // Header names tokentap reads or writes, parsed once: a lookup by `&str` parses the name on
 // every call.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_TOKENTAP_PROVIDER: HeaderName = HeaderName::from_static("x-tokentap-provider");
 
 /// The client end of a connection, with its address already in the text `x-forwarded-for`
 /// takes: made once per connection, where formatting the address on every request cost about
@@ -162,11 +161,79 @@ pub fn upstream_request_headers(
 }
 
 /// Total size of the request headers as they came (names, values and separators).
-pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum()
+pub fn header_bytes(headers: &ClientHeaders) -> usize {
+    let mut bytes = 0;
+    headers.for_each(|name, value| bytes += name.len() + value.len() + 4);
+    bytes
+}
+
+/// A client request's headers: an HTTP/1.1 request's lines as they came (see `wire::lines`),
+/// or a map (an h2c request's, or one the proxy made).
+pub enum ClientHeaders {
+    Lines(HeadLines),
+    Map(HeaderMap),
+}
+
+impl ClientHeaders {
+    /// The first value of the header `name` (lowercase), its name in any case.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            ClientHeaders::Lines(lines) => lines.get(name.as_bytes()),
+            ClientHeaders::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+        }
+    }
+
+    /// Each header's name and value, in order (a map's names lowercase).
+    pub fn for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], &'a [u8])) {
+        match self {
+            ClientHeaders::Lines(lines) => lines.iter().for_each(|(name, value)| f(name, value)),
+            ClientHeaders::Map(map) => map
+                .iter()
+                .for_each(|(name, value)| f(name.as_str().as_bytes(), value.as_bytes())),
+        }
+    }
+}
+
+/// Whether a name is one of tokentap's own, `x-tokentap-*`, in any case.
+fn is_ours(name: &[u8]) -> bool {
+    name.get(..11)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"x-tokentap-"))
+}
+
+/// `upstream_request_headers` for a request's lines as they came: the lines kept go upstream
+/// as they are, and a map goes with them of what the proxy adds (`x-forwarded-for`).
+pub fn upstream_request_lines(
+    mut lines: HeadLines,
+    peer: &Peer,
+    body_rewritten: bool,
+) -> (HeaderMap, HeadLines) {
+    strip_hop_by_hop_lines(&mut lines);
+    let mut added = HeaderMap::new();
+    let forwarded = peer.forwarded_for.as_ref().and_then(|client| {
+        let prior = lines
+            .get(b"x-forwarded-for")
+            .and_then(visible_text)
+            .map(str::trim)
+            .filter(|prior| !prior.is_empty());
+        match prior {
+            Some(prior) => {
+                let client = client.to_str().unwrap_or_default();
+                HeaderValue::try_from(format!("{prior}, {client}")).ok()
+            }
+            None => Some(HeaderValue::clone(client)),
+        }
+    });
+    let replaces_forwarded = peer.forwarded_for.is_some();
+    lines.retain(|name, _| {
+        !(is_named(name, b"host")
+            || is_ours(name)
+            || (replaces_forwarded && is_named(name, b"x-forwarded-for"))
+            || (body_rewritten && is_named(name, b"content-length")))
+    });
+    if let Some(value) = forwarded {
+        added.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    (added, lines)
 }
 
 #[cfg(test)]
@@ -241,6 +308,59 @@ mod tests {
         );
         strip_hop_by_hop_lines(&mut plain);
         assert_eq!(plain.len(), 2);
+    }
+
+    #[test]
+    fn a_requests_lines_go_upstream_less_hop_by_hop_host_and_own_lines() {
+        let client = crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret-Hop\r\n\
+              Keep-Alive: timeout=5\r\nx-secret-hop: 1\r\nTE: trailers\r\n\
+              Host: 127.0.0.1:8787\r\nX-Tokentap-Provider: openai\r\n\
+              X-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.9\r\n\
+              Content-Length: 10\r\nOpenAI-Beta: assistants=v2\r\nx-tokentap-user: u1\r\n\
+              Authorization: Bearer sk-1\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n",
+        );
+        let peer = Peer::new("127.0.0.2:50000".parse().expect("address"));
+        let (added, lines) = upstream_request_lines(client.clone(), &peer, true);
+        let kept: Vec<(&[u8], &[u8])> = lines.iter().collect();
+        assert_eq!(
+            kept,
+            [
+                (&b"OpenAI-Beta"[..], &b"assistants=v2"[..]),
+                (b"Authorization", b"Bearer sk-1"),
+                (b"Cookie", b"a=1"),
+                (b"cookie", b"b=2"),
+            ]
+        );
+        // The first value, as a map's `get` reads it, grown by the client's address.
+        assert_eq!(added.len(), 1);
+        assert_eq!(added["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        // A body not rewritten keeps its length.
+        let (_, lines) = upstream_request_lines(client, &peer, false);
+        assert_eq!(lines.get(b"content-length"), Some(&b"10"[..]));
+        // Without a prior `x-forwarded-for`, the client's address alone.
+        let plain = crate::wire::lines::parsed(b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n");
+        let (added, lines) = upstream_request_lines(plain, &peer, false);
+        assert_eq!(added["x-forwarded-for"], "127.0.0.2");
+        assert_eq!(lines.len(), 1);
+    }
+
+    #[test]
+    fn client_headers_are_read_alike_as_lines_and_as_a_map() {
+        let lines = ClientHeaders::Lines(crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nX-Tokentap-Provider: groq\r\nContent-Length: 12\r\n\r\n",
+        ));
+        let mut map = HeaderMap::new();
+        map.insert("x-tokentap-provider", HeaderValue::from_static("groq"));
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        let map = ClientHeaders::Map(map);
+        for headers in [&lines, &map] {
+            assert_eq!(headers.get("x-tokentap-provider"), Some(&b"groq"[..]));
+            assert_eq!(headers.get("content-length"), Some(&b"12"[..]));
+            assert_eq!(headers.get("host"), None);
+            // Names, values and ": " with CRLF, as the lines came.
+            assert_eq!(header_bytes(headers), 19 + 4 + 4 + 14 + 2 + 4);
+        }
     }
 
     #[test]

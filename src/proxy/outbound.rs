@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::metering::{Dialect, Meter, MeteredBody};
 use crate::tracker::InFlight;
 use crate::upstream::UpstreamResponse;
+use crate::wire::lines::visible_text as text;
 
 /// What a response header is to the meter and the record: a provider's own request id (with
 /// its rank, most common first), the media type or the content coding. Told by its name, in
@@ -63,15 +64,6 @@ impl<'a> Read<'a> {
         }
         read
     }
-}
-
-/// A value as text, if it is visible ASCII (as `HeaderValue::to_str` reads it).
-fn text(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
 }
 
 /// `text/event-stream`, in any case, with or without parameters.

@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::http1::RequestBody;
+use crate::wire::lines::HeadLines;
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,6 +17,17 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ClientBody {
     Http1(RequestBody),
     Http2(Incoming),
+}
+
+impl ClientBody {
+    /// The request's header lines as they came, when its connection kept them so (its header
+    /// map is then empty): only the first call has them.
+    pub fn take_head_lines(&mut self) -> Option<HeadLines> {
+        match self {
+            ClientBody::Http1(body) => body.take_head_lines(),
+            ClientBody::Http2(_) => None,
+        }
+    }
 }
 
 impl Body for ClientBody {

@@ -77,6 +77,8 @@ pub struct Connection<T, S, F, B> {
     max_head: usize,
     /// Told to finish: no request after the one in flight.
     finishing: bool,
+    /// Requests keep their header lines as they came (`with_head_lines`).
+    keep_lines: bool,
 }
 
 enum State<F, B> {
@@ -139,14 +141,22 @@ where
             state: State::Head,
             max_head,
             finishing: false,
+            keep_lines: false,
         }
+    }
+
+    /// Each request's header lines kept as they came, its header map left empty: the body
+    /// carries them (`RequestBody::take_head_lines`). For a service that reads them so.
+    pub fn with_head_lines(mut self) -> Self {
+        self.keep_lines = true;
+        self
     }
 
     /// Reads until a whole request head is in; hands the request to the service.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
         loop {
             if !self.buf.is_empty() {
-                match head::parse(&mut self.buf, self.max_head) {
+                match head::parse(&mut self.buf, self.max_head, self.keep_lines) {
                     Ok(Some(head)) => {
                         self.begin(head);
                         return Poll::Ready(Ok(()));
@@ -183,6 +193,7 @@ where
     fn begin(&mut self, head: Head) {
         let Head {
             request,
+            lines,
             body,
             keep_alive,
             expects_continue,
@@ -208,6 +219,7 @@ where
             }
         };
         let owes_continue = expects_continue && feed.is_some();
+        let body = body.with_head_lines(lines);
         let handler = (self.service)(request.map(|()| body));
         self.state = State::Handling {
             handler,

@@ -179,12 +179,20 @@ impl Connection {
     pub fn send(
         self,
         request: Request<OutboundBody>,
+        lines: Option<HeadLines>,
         home: &Arc<IdleList>,
     ) -> impl Future<Output = Result<Response<Http1Body>, Http1Error>> + Send + 'static {
         let (parts, body) = request.into_parts();
         let length = body.size_hint().exact();
         let mut conn = self;
-        let head = conn.encode_head(&parts.method, &parts.uri, &parts.headers, length);
+        let head = conn.encode_head(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            lines.as_ref(),
+            length,
+        );
+        drop(lines);
         let asked_head = parts.method == Method::HEAD;
         drop(parts);
         let home = Arc::clone(home);
@@ -366,17 +374,19 @@ impl Connection {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
+        lines: Option<&HeadLines>,
         length: Option<u64>,
     ) -> BytesMut {
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Room for a short body too: `write_request` sends it in the head's write.
         let body = length.filter(|&n| n <= COPY_MAX as u64).unwrap_or(0) as usize;
-        let room = (128 + target.len() + 64 * headers.len() + body).max(READ_SIZE);
+        let lines_len = lines.map_or(0, HeadLines::len);
+        let room = (128 + target.len() + 64 * (headers.len() + lines_len) + body).max(READ_SIZE);
         if !(self.buf.is_empty() && self.buf.try_reclaim(room)) {
             self.buf.reserve(room);
         }
         let mut head = self.buf.split_off(self.buf.len());
-        write_head(&mut head, method, target, headers, length);
+        write_head(&mut head, method, target, headers, lines, length);
         head
     }
 }
@@ -387,6 +397,7 @@ fn write_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    lines: Option<&HeadLines>,
     length: Option<u64>,
 ) {
     head.extend_from_slice(method.as_str().as_bytes());
@@ -401,6 +412,12 @@ fn write_head(
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
+    }
+    if let Some(lines) = lines {
+        let framing = |name: &[u8], _: &[u8]| {
+            !(is_named(name, b"content-length") || is_named(name, b"transfer-encoding"))
+        };
+        lines.write(framing, |piece| head.extend_from_slice(piece));
     }
     match length {
         // A request without a body says so only where a body is expected.

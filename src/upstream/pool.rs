@@ -253,6 +253,7 @@ impl Pool {
     pub fn send(
         &self,
         mut request: Request<OutboundBody>,
+        mut lines: Option<HeadLines>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + '_ {
         async move {
             let http1_only = self.http1_only.load(Ordering::Relaxed);
@@ -261,7 +262,7 @@ impl Pool {
             if !http1_only {
                 let stream = self.shared.lock().take_stream();
                 if let Some((sender, slot)) = stream {
-                    match self.send_http2(sender, slot, request).await? {
+                    match self.send_http2(sender, slot, request, &mut lines).await? {
                         Offered::Answered(response) => return Ok(response),
                         // It closed (a GOAWAY) before taking the request: the request goes on a
                         // new connection below.
@@ -274,21 +275,22 @@ impl Pool {
             }
             if let Some(conn) = self.checkout() {
                 self.prepare_http1(&mut request);
-                return self.send_http1(conn, request).await;
+                return self.send_http1(conn, request, lines).await;
             }
             let mut may_lead = !http1_only;
             let lead = loop {
                 match self.http2_turn(may_lead) {
-                    Turn::Open(sender, slot) => match self.send_http2(sender, slot, request).await?
-                    {
-                        Offered::Answered(response) => return Ok(response),
-                        // Once more, on what the next turn finds: it sees this one closed.
-                        Offered::Unsent(unsent, _) if !offered => {
-                            request = unsent;
-                            offered = true;
+                    Turn::Open(sender, slot) => {
+                        match self.send_http2(sender, slot, request, &mut lines).await? {
+                            Offered::Answered(response) => return Ok(response),
+                            // Once more, on what the next turn finds: it sees this one closed.
+                            Offered::Unsent(unsent, _) if !offered => {
+                                request = unsent;
+                                offered = true;
+                            }
+                            Offered::Unsent(_, err) => return Err(err.into()),
                         }
-                        Offered::Unsent(_, err) => return Err(err.into()),
-                    },
+                    }
                     Turn::Wait(mut connecting) => {
                         // Ends when that connection is made, or failed, or its request gave up.
                         let _ = connecting.changed().await;
@@ -309,12 +311,12 @@ impl Pool {
                     }
                     drop(lead);
                     self.prepare_http1(&mut request);
-                    self.send_http1(conn, request).await
+                    self.send_http1(conn, request, lines).await
                 }
                 Connected::Http2(sender, limit) => {
                     let slot = self.share(&sender, limit);
                     drop(lead);
-                    match self.send_http2(sender, slot, request).await? {
+                    match self.send_http2(sender, slot, request, &mut lines).await? {
                         Offered::Answered(response) => Ok(response),
                         Offered::Unsent(_, err) => Err(err.into()),
                     }
@@ -369,7 +371,12 @@ impl Pool {
         mut sender: http2::SendRequest<OutboundBody>,
         slot: StreamSlot,
         mut request: Request<OutboundBody>,
+        lines: &mut Option<HeadLines>,
     ) -> Result<Offered, ClientError> {
+        // HTTP/2 has no lines to pass on as they came: they go in the map, once.
+        if let Some(lines) = lines.take() {
+            lines.append_to(request.headers_mut());
+        }
         // HTTP/2 names the authority in the request itself (`:authority`), not in `Host`.
         if request.uri().scheme().is_none() {
             let mut uri = std::mem::take(request.uri_mut()).into_parts();
@@ -412,8 +419,9 @@ impl Pool {
         &self,
         conn: http1::Connection,
         request: Request<OutboundBody>,
+        lines: Option<HeadLines>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + 'static {
-        conn.send(request, &self.idle).map(|answer| {
+        conn.send(request, lines, &self.idle).map(|answer| {
             Ok(answer?.map(|body| ResponseBody {
                 inner: Inner::Http1(body),
             }))

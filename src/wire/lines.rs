@@ -31,6 +31,15 @@ impl std::fmt::Debug for HeadLines {
     }
 }
 
+/// A value as text, if it is visible ASCII (as `HeaderValue::to_str` reads it).
+pub fn visible_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// Whether `name` is `lower` (a lowercase name) in any case.
 #[inline]
 pub fn is_named(name: &[u8], lower: &[u8]) -> bool {
@@ -71,9 +80,12 @@ impl HeadLines {
 
     /// The value of the first line named `name` (lowercase), in any case.
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| is_named(n, name))
-            .map(|(_, value)| value)
+        // Lengths compared before any name is sliced: most lines are not the one.
+        let at = self.lines.iter().find(|&&[name_start, name_end, _, _]| {
+            name_end.saturating_sub(name_start) == name.len()
+                && self.head[name_start..name_end].eq_ignore_ascii_case(name)
+        })?;
+        Some(self.line(at).1)
     }
 
     /// Leaves out the lines for which `keep` is false.

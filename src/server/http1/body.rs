@@ -15,6 +15,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+use crate::wire::lines::HeadLines;
 use crate::wire::{BadChunk, Chunked, decode_chunked};
 
 /// Why a request body could not be read whole.
@@ -36,9 +37,10 @@ impl From<BadChunk> for BodyError {
 
 type Piece = Result<Bytes, BodyError>;
 
-/// A request's body on a client's HTTP/1.1 connection.
+/// A request's body on a client's HTTP/1.1 connection, and the request's header lines when the
+/// connection keeps them as they came.
 #[derive(Debug)]
-pub struct RequestBody(Kind);
+pub struct RequestBody(Kind, Option<HeadLines>);
 
 #[derive(Debug)]
 enum Kind {
@@ -53,22 +55,36 @@ enum Kind {
 }
 
 impl RequestBody {
+    /// Carrying the request's header lines (see `Connection::with_head_lines`).
+    pub fn with_head_lines(mut self, lines: Option<HeadLines>) -> RequestBody {
+        self.1 = lines;
+        self
+    }
+
+    /// The request's header lines, if its connection kept them: only the first call has them.
+    pub fn take_head_lines(&mut self) -> Option<HeadLines> {
+        self.1.take()
+    }
+
     pub fn empty() -> RequestBody {
-        RequestBody(Kind::Whole(None))
+        RequestBody(Kind::Whole(None), None)
     }
 
     pub fn whole(bytes: Bytes) -> RequestBody {
-        RequestBody(Kind::Whole((!bytes.is_empty()).then_some(bytes)))
+        RequestBody(Kind::Whole((!bytes.is_empty()).then_some(bytes)), None)
     }
 
     /// A body the returned [`Feed`] fills as the connection reads it; `length` when known.
     pub fn fed(length: Option<u64>, framing: Framing) -> (RequestBody, Feed) {
         let (sender, pieces) = mpsc::channel(1);
-        let body = RequestBody(Kind::Fed {
-            pieces,
-            left: length,
-            ended: false,
-        });
+        let body = RequestBody(
+            Kind::Fed {
+                pieces,
+                left: length,
+                ended: false,
+            },
+            None,
+        );
         let feed = Feed {
             pieces: PollSender::new(sender),
             framing,

@@ -6,11 +6,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
+use crate::wire::lines::{HeadLines, is_named};
 use crate::wire::names::header_name;
-use crate::wire::{LinePlaces, add_length, has_token, only_this_hop};
+use crate::wire::{LinePlaces, add_length, has_token, only_this_hop, only_this_hop_line};
 
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -25,7 +25,9 @@ pub enum BodyLength {
 /// A request head, read and taken from the buffer.
 #[derive(Debug)]
 pub struct Head {
+    /// With its header lines kept as they came, its header map is empty.
     pub request: Request<()>,
+    pub lines: Option<HeadLines>,
     pub body: BodyLength,
     /// The client lets the connection carry another request after this one.
     pub keep_alive: bool,
@@ -57,8 +59,13 @@ impl Rejected {
 }
 
 /// Parses the request head at the start of `buf`, taking it from `buf` when whole (`None`
-/// until it is). A head not whole within `max_head` bytes is rejected.
-pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Rejected> {
+/// until it is). A head not whole within `max_head` bytes is rejected. Its header lines are
+/// kept as they came with `keep_lines` (see `wire::lines`), else put in the request's map.
+pub fn parse(
+    buf: &mut BytesMut,
+    max_head: usize,
+    keep_lines: bool,
+) -> Result<Option<Head>, Rejected> {
     // Uninitialised: zeroing room for a hundred lines costs more than parsing the usual ten.
     let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -100,17 +107,31 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
     let head = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Rejected::bad("the request target is invalid"))?;
-    let mut headers = HeaderMap::with_capacity(places.len());
     let mut lines = FramingLines::default();
     for [name_start, name_end, value_start, value_end] in places.iter() {
-        let name = header_name(&head[name_start..name_end])
-            .map_err(|_| Rejected::bad("a header name is invalid"))?;
-        let value = value_of(&head, value_start, value_end)?;
-        lines.note(&name, &value)?;
-        if !only_this_hop(&name, &value) {
-            headers.append(name, value);
-        }
+        lines.note(&head[name_start..name_end], &head[value_start..value_end])?;
     }
+    // The lines as they came (httparse has checked their names and values), or as a map.
+    let (headers, kept) = if keep_lines {
+        let kept = places
+            .iter()
+            .filter(|&[name_start, name_end, value_start, value_end]| {
+                !only_this_hop_line(&head[name_start..name_end], &head[value_start..value_end])
+            })
+            .collect();
+        (HeaderMap::new(), Some(HeadLines::new(head.clone(), kept)))
+    } else {
+        let mut headers = HeaderMap::with_capacity(places.len());
+        for [name_start, name_end, value_start, value_end] in places.iter() {
+            let name = header_name(&head[name_start..name_end])
+                .map_err(|_| Rejected::bad("a header name is invalid"))?;
+            let value = value_of(&head, value_start, value_end)?;
+            if !only_this_hop(&name, &value) {
+                headers.append(name, value);
+            }
+        }
+        (headers, None)
+    };
     let body = lines.body_length(version)?;
     let keep_alive = match version {
         Version::HTTP_11 => !lines.closes,
@@ -123,6 +144,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Reject
     *request.headers_mut() = headers;
     Ok(Some(Head {
         request,
+        lines: kept,
         body,
         keep_alive,
         expects_continue: version == Version::HTTP_11 && lines.expects_continue,
@@ -137,8 +159,9 @@ fn value_of(head: &Bytes, start: usize, end: usize) -> Result<HeaderValue, Rejec
 /// What the head's framing lines say, noted line by line as the head is read.
 #[derive(Default)]
 struct FramingLines {
-    /// The last `Transfer-Encoding` line: its last coding is the one that frames the body.
-    transfer_encoding: Option<HeaderValue>,
+    /// Whether the last `Transfer-Encoding` line's last coding, the one that frames the body,
+    /// is `chunked`; `None` without such a line.
+    chunked: Option<bool>,
     /// Whether any `Content-Length` line came, and the length they say together.
     has_length: bool,
     length: Option<u64>,
@@ -149,19 +172,27 @@ struct FramingLines {
 }
 
 impl FramingLines {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Rejected> {
-        if *name == TRANSFER_ENCODING {
-            self.transfer_encoding = Some(value.clone());
-        } else if *name == CONTENT_LENGTH {
-            self.has_length = true;
-            self.length = add_length(self.length, value.as_bytes()).map_err(|_| {
-                Rejected::bad("the request's Content-Length lines are invalid or disagree")
-            })?;
-        } else if *name == CONNECTION {
-            self.closes |= has_token(value.as_bytes(), b"close");
-            self.keeps_alive |= has_token(value.as_bytes(), b"keep-alive");
-        } else if *name == EXPECT {
-            self.expects_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), Rejected> {
+        // Told apart by length first: most lines are none of these.
+        match name.len() {
+            17 if is_named(name, b"transfer-encoding") => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            14 if is_named(name, b"content-length") => {
+                self.has_length = true;
+                self.length = add_length(self.length, value).map_err(|_| {
+                    Rejected::bad("the request's Content-Length lines are invalid or disagree")
+                })?;
+            }
+            10 if is_named(name, b"connection") => {
+                self.closes |= has_token(value, b"close");
+                self.keeps_alive |= has_token(value, b"keep-alive");
+            }
+            6 if is_named(name, b"expect") => {
+                self.expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -169,7 +200,7 @@ impl FramingLines {
     /// The body's framing. A request framed both ways, or by a coding other than chunked, is
     /// refused: someone on the way may have read it the other way (request smuggling).
     fn body_length(&self, version: Version) -> Result<BodyLength, Rejected> {
-        let Some(coding) = &self.transfer_encoding else {
+        let Some(chunked_last) = self.chunked else {
             return Ok(BodyLength::Known(self.length.unwrap_or(0)));
         };
         if self.has_length {
@@ -180,11 +211,6 @@ impl FramingLines {
         if version != Version::HTTP_11 {
             return Err(Rejected::bad("Transfer-Encoding needs HTTP/1.1"));
         }
-        let chunked_last = coding
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         if !chunked_last {
             return Err(Rejected::bad(
                 "the request's Transfer-Encoding does not end in chunked",
@@ -201,14 +227,14 @@ mod tests {
 
     fn whole(raw: &[u8]) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        match parse(&mut buf, 8192) {
+        match parse(&mut buf, 8192, false) {
             Ok(Some(head)) => (head, buf),
             other => panic!("{other:?} for {}", String::from_utf8_lossy(raw)),
         }
     }
 
     fn rejected(raw: &[u8]) -> StatusCode {
-        match parse(&mut BytesMut::from(raw), 200) {
+        match parse(&mut BytesMut::from(raw), 200, false) {
             Err(rejected) => rejected.status,
             other => panic!("{other:?} for {}", String::from_utf8_lossy(raw)),
         }
@@ -247,6 +273,38 @@ mod tests {
             whole(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n");
         assert_eq!(head.request.headers()["connection"], "keep-alive, x-hop");
         assert_eq!(head.request.headers().len(), 2);
+    }
+
+    #[test]
+    fn kept_as_lines_the_head_leaves_its_map_empty_and_frames_alike() {
+        let mut buf = BytesMut::from(
+            &b"POST /v1 HTTP/1.1\r\nConnection: Keep-Alive\r\nX-A: 1\r\n\
+               Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nx-a: 2\r\n\r\n5\r\n"[..],
+        );
+        let head = parse(&mut buf, 8192, true).expect("parses").expect("whole");
+        assert!(head.request.headers().is_empty());
+        let lines = head.lines.expect("lines");
+        let kept: Vec<(&[u8], &[u8])> = lines.iter().collect();
+        assert_eq!(
+            kept,
+            [
+                (&b"X-A"[..], &b"1"[..]),
+                (b"Expect", b"100-continue"),
+                (b"x-a", b"2")
+            ]
+        );
+        assert_eq!(head.body, BodyLength::Chunked);
+        assert!(head.keep_alive && head.expects_continue);
+        assert_eq!(head.request.uri(), "/v1");
+        assert_eq!(&buf[..], b"5\r\n");
+        // The same rules refuse the same heads.
+        let mut both = BytesMut::from(
+            &b"POST / HTTP/1.1\r\ncontent-length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        );
+        assert!(parse(&mut both, 8192, true).is_err());
+        // Without, the map has them and there are no lines.
+        let (head, _) = whole(b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n");
+        assert!(head.lines.is_none() && head.request.headers()["x-a"] == "1");
     }
 
     #[test]
@@ -330,7 +388,7 @@ mod tests {
     #[test]
     fn a_partial_head_waits_until_it_is_too_large() {
         let mut buf = BytesMut::from(&b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"[..]);
-        assert!(matches!(parse(&mut buf, 8192), Ok(None)));
+        assert!(matches!(parse(&mut buf, 8192, false), Ok(None)));
         assert_eq!(buf.len(), 45, "nothing is taken from a partial head");
         let long = [&b"GET / HTTP/1.1\r\nx-long: "[..], &[b'a'; 300]].concat();
         assert_eq!(rejected(&long), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -347,7 +405,7 @@ mod tests {
             .copied()
             .collect();
         assert!(matches!(
-            parse(&mut BytesMut::from(&many[..]), 64 * 1024),
+            parse(&mut BytesMut::from(&many[..]), 64 * 1024, false),
             Err(Rejected {
                 status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ..

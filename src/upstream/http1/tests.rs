@@ -199,6 +199,7 @@ fn the_request_head_carries_the_bodys_own_framing() {
             method,
             uri.path_and_query().unwrap().as_str(),
             &headers,
+            None,
             length,
         );
         String::from_utf8(head.to_vec()).unwrap()
@@ -218,6 +219,25 @@ fn the_request_head_carries_the_bodys_own_framing() {
     assert_eq!(
         text(&Method::GET, Some(0)),
         "GET /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\n\r\n"
+    );
+    // A client's lines go after the request's own, less their framing lines.
+    let lines = crate::wire::lines::parsed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\nX-Stainless-Lang: python\r\n\
+          Transfer-Encoding: chunked\r\nAuthorization: Bearer sk\r\n\r\n",
+    );
+    let mut head = BytesMut::new();
+    write_head(
+        &mut head,
+        &Method::POST,
+        "/v1",
+        &headers,
+        Some(&lines),
+        Some(7),
+    );
+    assert_eq!(
+        String::from_utf8(head.to_vec()).unwrap(),
+        "POST /v1 HTTP/1.1\r\nhost: api.example\r\nX-Stainless-Lang: python\r\n\
+         Authorization: Bearer sk\r\ncontent-length: 7\r\n\r\n"
     );
     assert_eq!(itoa(0, &mut [0; 20]), b"0");
     assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
@@ -282,7 +302,7 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut conn = connect(listener.local_addr().unwrap()).await;
     let uri: http::Uri = "/v1/embeddings".parse().unwrap();
-    let head = conn.encode_head(&Method::POST, &uri, &HeaderMap::new(), Some(2));
+    let head = conn.encode_head(&Method::POST, &uri, &HeaderMap::new(), None, Some(2));
     let memory = head.as_ptr();
     assert_eq!(
         &head[..],
@@ -290,7 +310,7 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     );
     // Let go once written: the next read, and the next request's head, use the same memory.
     drop(head);
-    let head = conn.encode_head(&Method::GET, &uri, &HeaderMap::new(), Some(0));
+    let head = conn.encode_head(&Method::GET, &uri, &HeaderMap::new(), None, Some(0));
     assert_eq!(head.as_ptr(), memory);
     assert_eq!(&head[..], b"GET /v1/embeddings HTTP/1.1\r\n\r\n");
     drop(head);
@@ -337,7 +357,11 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
     ])
     .await;
     let home = Arc::new(IdleList::default());
-    let mut response = connect(addr).await.send(post("{}"), &home).await.unwrap();
+    let mut response = connect(addr)
+        .await
+        .send(post("{}"), None, &home)
+        .await
+        .unwrap();
     assert_eq!(lines_of(&mut response)["content-type"], "text/event-stream");
     assert_eq!(
         read_all(response.into_body()).await.unwrap(),
@@ -352,7 +376,7 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
         .pop_back()
         .expect("given back at the body's end")
         .conn;
-    let response = conn.send(get("/v1/models"), &home).await.unwrap();
+    let response = conn.send(get("/v1/models"), None, &home).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body();
     assert_eq!(body.size_hint().exact(), Some(4));
@@ -364,7 +388,11 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
 async fn a_body_until_close_is_read_to_the_end_and_the_connection_is_not_kept() {
     let (addr, _requests) = provider(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nall of ", b"it"]]).await;
     let home = Arc::new(IdleList::default());
-    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    let response = connect(addr)
+        .await
+        .send(get("/"), None, &home)
+        .await
+        .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"all of it");
     assert!(home.lock().is_empty());
 }
@@ -377,7 +405,11 @@ async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
     ] {
         let (addr, _requests) = provider(vec![vec![answer]]).await;
         let home = Arc::new(IdleList::default());
-        let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+        let response = connect(addr)
+            .await
+            .send(get("/"), None, &home)
+            .await
+            .unwrap();
         let mut body = response.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&first[..], b"hello");
@@ -391,7 +423,7 @@ async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
     for (answer, closed_before) in [(&b""[..], true), (b"HTTP/1.1 200", false)] {
         let (addr, _requests) = provider(vec![vec![answer]]).await;
         let home = Arc::new(IdleList::default());
-        let Err(err) = connect(addr).await.send(get("/"), &home).await else {
+        let Err(err) = connect(addr).await.send(get("/"), None, &home).await else {
             panic!("an answer from {answer:?}");
         };
         assert_eq!(
@@ -409,7 +441,11 @@ async fn bytes_after_the_body_keep_the_connection_from_the_pool() {
     ]])
     .await;
     let home = Arc::new(IdleList::default());
-    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    let response = connect(addr)
+        .await
+        .send(get("/"), None, &home)
+        .await
+        .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
     assert!(home.lock().is_empty());
 }
@@ -424,7 +460,11 @@ async fn a_head_request_has_no_body_whatever_its_length_says() {
     let request = Request::head("/")
         .body(Either::Left(Full::new(Bytes::new())))
         .unwrap();
-    let mut response = connect(addr).await.send(request, &home).await.unwrap();
+    let mut response = connect(addr)
+        .await
+        .send(request, None, &home)
+        .await
+        .unwrap();
     assert_eq!(lines_of(&mut response)["content-length"], "5000");
     assert!(response.body().is_end_stream());
     assert_eq!(
@@ -480,7 +520,11 @@ async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
     ]])
     .await;
     let home = Arc::new(IdleList::default());
-    let response = connect(addr).await.send(get("/"), &home).await.unwrap();
+    let response = connect(addr)
+        .await
+        .send(get("/"), None, &home)
+        .await
+        .unwrap();
     let mut body = response.into_body();
     // The head's lines hold the head's bytes: let go, as the client connection does once the
     // head is written.
@@ -534,7 +578,7 @@ async fn send_large(
     let request = request
         .body(Either::Left(Full::new(Bytes::from(vec![b'x'; LARGE]))))
         .unwrap();
-    let exchange = connect(addr).await.send(request, home);
+    let exchange = connect(addr).await.send(request, None, home);
     tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
         .await
         .expect(why)

@@ -114,7 +114,7 @@ fn get(path: &str) -> Request<OutboundBody> {
 
 /// Sends a request and reads its body to the end, as the meter does.
 async fn exchange(pool: &Pool, request: Request<OutboundBody>) -> String {
-    let response = pool.send(request).await.unwrap();
+    let response = pool.send(request, None).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
 }
@@ -135,7 +135,7 @@ async fn requests_one_after_another_share_one_connection() {
 async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
     let server = server(Answer::Chunked).await;
     let pool = pool_for(&server.base);
-    let response = pool.send(get("/a")).await.unwrap();
+    let response = pool.send(get("/a"), None).await.unwrap();
     drop(response);
     assert_eq!(exchange(&pool, get("/b")).await, "hello");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
@@ -158,8 +158,8 @@ async fn a_connection_the_provider_closed_is_not_used_again() {
 async fn concurrent_requests_get_connections_of_their_own() {
     let server = server(Answer::KeepAlive).await;
     let pool = pool_for(&server.base);
-    let first = pool.send(get("/a")).await.unwrap();
-    let second = pool.send(get("/b")).await.unwrap();
+    let first = pool.send(get("/a"), None).await.unwrap();
+    let second = pool.send(get("/b"), None).await.unwrap();
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     for response in [first, second] {
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -266,7 +266,7 @@ async fn a_provider_that_is_not_listening_is_a_connect_error() {
         .parse()
         .unwrap();
     drop(listener);
-    let Err(err) = pool_for(&base).send(get("/")).await else {
+    let Err(err) = pool_for(&base).send(get("/"), None).await else {
         panic!("a request to a closed port got an answer");
     };
     assert!(err.is_connect(), "{err:?}");
@@ -419,7 +419,7 @@ async fn past_a_connections_stream_limit_http2_opens_another_connection() {
     let pool = tls_pool_for(&server);
     // The first answer teaches the pool the limit (SETTINGS); then one stream is held open.
     assert!(exchange(&pool, get("/a")).await.ends_with(" HTTP/2.0"));
-    let held = pool.send(get("/held")).await.unwrap();
+    let held = pool.send(get("/held"), None).await.unwrap();
     // Without a second connection this would wait for the held stream to end.
     let second = tokio::time::timeout(Duration::from_secs(10), exchange(&pool, get("/b"))).await;
     assert!(second.expect("answered, not queued").ends_with(" HTTP/2.0"));
@@ -448,7 +448,7 @@ async fn a_certificate_the_pool_does_not_trust_is_a_connect_error() {
     let server = tls_server(b"h2").await;
     // The pool of a real provider trusts Mozilla's roots, not this run's certificate.
     let pool = pool_for(&server.base);
-    let Err(err) = pool.send(get("/")).await else {
+    let Err(err) = pool.send(get("/"), None).await else {
         panic!("an untrusted certificate was accepted");
     };
     assert!(err.is_connect(), "{err:?}");
@@ -483,7 +483,7 @@ async fn a_burst_to_a_tls_provider_that_is_down_fails_every_request() {
         Duration::from_secs(90),
     )
     .unwrap();
-    let burst = (0..4).map(|_| pool.send(get("/")));
+    let burst = (0..4).map(|_| pool.send(get("/"), None));
     for result in futures::future::join_all(burst).await {
         let Err(err) = result else {
             panic!("a request to a closed port got an answer");
