@@ -160,7 +160,12 @@ fn handle_tracked(
                 },
             );
         }
-        if content_length(&headers).is_some_and(|n| n > settings.max_body) {
+        // The length the client declared, as its body's framing read it.
+        if body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > settings.max_body)
+        {
             return reject(
                 &headers,
                 ProxyError::BodyTooLarge {

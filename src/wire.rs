@@ -96,28 +96,20 @@ pub fn only_this_hop(name: &HeaderName, value: &HeaderValue) -> bool {
     // Compared as names, not as text: a standard name's text is looked up in a table.
     static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     if *name == CONNECTION {
-        return value.as_bytes().split(|&b| b == b',').all(|token| {
-            let token = token.trim_ascii();
-            token.is_empty()
-                || token.eq_ignore_ascii_case(b"keep-alive")
-                || token.eq_ignore_ascii_case(b"close")
-        });
+        return connection_only_this_hop(value.as_bytes());
     }
     *name == TRANSFER_ENCODING || *name == KEEP_ALIVE
 }
 
-/// [`only_this_hop`] for a line read as it came: its name in any case.
-pub fn only_this_hop_line(name: &[u8], value: &[u8]) -> bool {
-    use lines::is_named;
-    if is_named(name, b"connection") {
-        return value.split(|&b| b == b',').all(|token| {
-            let token = token.trim_ascii();
-            token.is_empty()
-                || token.eq_ignore_ascii_case(b"keep-alive")
-                || token.eq_ignore_ascii_case(b"close")
-        });
-    }
-    is_named(name, b"transfer-encoding") || is_named(name, b"keep-alive")
+/// Whether a `Connection` line lists only `keep-alive` and `close`, and so frames only this
+/// hop (see [`only_this_hop`]).
+pub fn connection_only_this_hop(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|token| {
+        let token = token.trim_ascii();
+        token.is_empty()
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// Decodes what `buf` holds of a chunked body. The data of every chunk there is moved together

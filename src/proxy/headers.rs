@@ -75,39 +75,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Hop-by-hop names, in any case (`is_hop_by_hop` for a line as it came).
-fn is_hop_by_hop_line(name: &[u8]) -> bool {
-    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        18 => is(b"proxy-authenticate"),
-        19 => is(b"proxy-authorization"),
-        _ => false,
-    }
-}
-
-/// `strip_hop_by_hop` for a head's lines as they came. The lines that frame only this hop
-/// were left out as the head was read (`wire::only_this_hop`), so most answers have none left.
+/// `strip_hop_by_hop` for a head's lines as they came (see `HeadLines::strip_hop_by_hop`).
 pub fn strip_hop_by_hop_lines(lines: &mut HeadLines) {
-    if !lines.iter().any(|(name, _)| is_hop_by_hop_line(name)) {
-        return;
-    }
-    // The `Connection` lines are read from a copy while the lines change: a copy only of the
-    // line places (the head's bytes are shared), for the rare answer that has one.
-    let before = lines.clone();
-    let named = |name: &[u8]| {
-        before.iter().any(|(n, value)| {
-            is_named(n, b"connection")
-                && value
-                    .split(|&b| b == b',')
-                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
-        })
-    };
-    lines.retain(|name, _| !is_hop_by_hop_line(name) && !named(name));
+    lines.strip_hop_by_hop();
 }
 
 /// The headers sent upstream for a client's request headers.

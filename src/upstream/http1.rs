@@ -33,9 +33,9 @@ use tokio::net::TcpStream;
 use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
 use crate::tcp_send::poll_send;
-use crate::wire::lines::{HeadLines, Spans, is_named};
+use crate::wire::lines::{HeadLines, Spans, is_hop_by_hop, is_named};
 use crate::wire::{
-    BadChunk, Chunked, add_length, decode_chunked, has_token, itoa, only_this_hop_line,
+    BadChunk, Chunked, add_length, connection_only_this_hop, decode_chunked, has_token, itoa,
 };
 
 /// Most header lines an answer's head may have (hyper's limit too).
@@ -531,15 +531,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Parsed, Http1Error> {
     let spans = Spans::of(buf);
     let mut framing_lines = FramingLines::default();
     let mut kept = Vec::with_capacity(parsed.headers.len());
+    let mut hop_by_hop = false;
     for line in parsed.headers.iter() {
         let (name, value) = (line.name.as_bytes(), line.value);
-        framing_lines.note(name, value);
-        if !only_this_hop_line(name, value) {
+        if !framing_lines.note(name, value) {
+            hop_by_hop |= is_hop_by_hop(name);
             kept.push(spans.line(name, value));
         }
     }
     let head = buf.split_to(length).freeze();
-    let lines = HeadLines::new(head, kept);
+    let lines = HeadLines::new(head, kept, hop_by_hop);
     // An answer framed both ways may have been read wrongly by someone: the connection ends.
     let ambiguous = framing_lines.chunked.is_some() && framing_lines.has_length;
     let closes = framing_lines.closes;
@@ -584,21 +585,28 @@ impl Default for FramingLines {
 }
 
 impl FramingLines {
-    fn note(&mut self, name: &[u8], value: &[u8]) {
+    /// Notes a line; whether it frames only this hop (see `wire::only_this_hop`).
+    fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
         // Told apart by length first: most lines are none of these.
         match name.len() {
             17 if is_named(name, b"transfer-encoding") => {
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                true
             }
             14 if is_named(name, b"content-length") => {
                 self.has_length = true;
                 if let Ok(known) = self.length {
                     self.length = add_length(known, value).map_err(Http1Error::Head);
                 }
+                false
             }
-            10 if is_named(name, b"connection") => self.closes |= has_token(value, b"close"),
-            _ => {}
+            10 if is_named(name, b"connection") => {
+                self.closes |= has_token(value, b"close");
+                connection_only_this_hop(value)
+            }
+            10 if is_named(name, b"keep-alive") => true,
+            _ => false,
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct HeadLines {
     head: Bytes,
     /// Each kept line's `[name start, name end, value start, value end]` in `head`.
     lines: Vec<[usize; 4]>,
+    /// Some line may be hop-by-hop (see `is_hop_by_hop`): noted as the head is parsed, so
+    /// that the proxy's strip passes over the lines only when one is (seldom: the lines that
+    /// nearly every head has, which frame only its hop, are left out as it is parsed).
+    hop_by_hop: bool,
 }
 
 /// Only how many: the lines may hold credentials and cookies, and debug output is no place
@@ -28,6 +32,22 @@ impl std::fmt::Debug for HeadLines {
         f.debug_struct("HeadLines")
             .field("lines", &self.lines.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Hop-by-hop names (RFC 9110, section 7.6.1, and the `Proxy-*` and `Keep-Alive` names of
+/// older practice), in any case.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
     }
 }
 
@@ -47,14 +67,40 @@ pub fn is_named(name: &[u8], lower: &[u8]) -> bool {
 }
 
 impl HeadLines {
-    /// Lines of `head`, at places noted while it was parsed (see [`Spans`]).
-    pub fn new(head: Bytes, lines: Vec<[usize; 4]>) -> HeadLines {
+    /// Lines of `head`, at places noted while it was parsed (see [`Spans`]); `hop_by_hop`
+    /// when a line's name is one of [`is_hop_by_hop`].
+    pub fn new(head: Bytes, lines: Vec<[usize; 4]>, hop_by_hop: bool) -> HeadLines {
         debug_assert!(
             lines
                 .iter()
                 .all(|l| l[0] <= l[1] && l[2] <= l[3] && l[3] <= head.len())
         );
-        HeadLines { head, lines }
+        HeadLines {
+            head,
+            lines,
+            hop_by_hop,
+        }
+    }
+
+    /// Leaves out the hop-by-hop lines, and any line a `Connection` line names
+    /// (RFC 9110, section 7.6.1).
+    pub fn strip_hop_by_hop(&mut self) {
+        if !self.hop_by_hop {
+            return;
+        }
+        self.hop_by_hop = false;
+        // The `Connection` lines are read from a copy while the lines change: a copy only of
+        // the line places (the head's bytes are shared), for the rare head that has one.
+        let before = self.clone();
+        let named = |name: &[u8]| {
+            before.iter().any(|(n, value)| {
+                is_named(n, b"connection")
+                    && value
+                        .split(|&b| b == b',')
+                        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+            })
+        };
+        self.retain(|name, _| !is_hop_by_hop(name) && !named(name));
     }
 
     pub fn len(&self) -> usize {
@@ -207,7 +253,11 @@ pub(crate) fn parsed(head: &'static [u8]) -> HeadLines {
         .iter()
         .map(|line| spans.line(line.name.as_bytes(), line.value))
         .collect();
-    HeadLines::new(Bytes::from_static(head), places)
+    let hop_by_hop = response
+        .headers
+        .iter()
+        .any(|line| is_hop_by_hop(line.name.as_bytes()));
+    HeadLines::new(Bytes::from_static(head), places, hop_by_hop)
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::wire::lines::{HeadLines, is_named};
+use crate::wire::lines::{HeadLines, is_hop_by_hop, is_named};
 use crate::wire::names::header_name;
-use crate::wire::{LinePlaces, add_length, has_token, only_this_hop, only_this_hop_line};
+use crate::wire::{LinePlaces, add_length, connection_only_this_hop, has_token, only_this_hop};
 
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -108,29 +108,37 @@ pub fn parse(
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Rejected::bad("the request target is invalid"))?;
     let mut lines = FramingLines::default();
-    for [name_start, name_end, value_start, value_end] in places.iter() {
-        lines.note(&head[name_start..name_end], &head[value_start..value_end])?;
-    }
     // The lines as they came (httparse has checked their names and values), or as a map.
-    let (headers, kept) = if keep_lines {
-        let kept = places
-            .iter()
-            .filter(|&[name_start, name_end, value_start, value_end]| {
-                !only_this_hop_line(&head[name_start..name_end], &head[value_start..value_end])
-            })
-            .collect();
-        (HeaderMap::new(), Some(HeadLines::new(head.clone(), kept)))
-    } else {
-        let mut headers = HeaderMap::with_capacity(places.len());
-        for [name_start, name_end, value_start, value_end] in places.iter() {
-            let name = header_name(&head[name_start..name_end])
-                .map_err(|_| Rejected::bad("a header name is invalid"))?;
-            let value = value_of(&head, value_start, value_end)?;
-            if !only_this_hop(&name, &value) {
-                headers.append(name, value);
+    let mut kept = keep_lines.then(|| Vec::with_capacity(places.len()));
+    let mut hop_by_hop = false;
+    for at in places.iter() {
+        let [name_start, name_end, value_start, value_end] = at;
+        let name = &head[name_start..name_end];
+        let this_hop_only = lines.note(name, &head[value_start..value_end])?;
+        if let Some(kept) = &mut kept {
+            if !this_hop_only {
+                hop_by_hop |= is_hop_by_hop(name);
+                kept.push(at);
             }
         }
-        (headers, None)
+    }
+    let (headers, kept) = match kept {
+        Some(kept) => (
+            HeaderMap::new(),
+            Some(HeadLines::new(head.clone(), kept, hop_by_hop)),
+        ),
+        None => {
+            let mut headers = HeaderMap::with_capacity(places.len());
+            for [name_start, name_end, value_start, value_end] in places.iter() {
+                let name = header_name(&head[name_start..name_end])
+                    .map_err(|_| Rejected::bad("a header name is invalid"))?;
+                let value = value_of(&head, value_start, value_end)?;
+                if !only_this_hop(&name, &value) {
+                    headers.append(name, value);
+                }
+            }
+            (headers, None)
+        }
     };
     let body = lines.body_length(version)?;
     let keep_alive = match version {
@@ -172,29 +180,34 @@ struct FramingLines {
 }
 
 impl FramingLines {
-    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), Rejected> {
+    /// Notes a line; whether it frames only this hop (see `wire::only_this_hop`).
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<bool, Rejected> {
         // Told apart by length first: most lines are none of these.
-        match name.len() {
+        Ok(match name.len() {
             17 if is_named(name, b"transfer-encoding") => {
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                true
             }
             14 if is_named(name, b"content-length") => {
                 self.has_length = true;
                 self.length = add_length(self.length, value).map_err(|_| {
                     Rejected::bad("the request's Content-Length lines are invalid or disagree")
                 })?;
+                false
             }
             10 if is_named(name, b"connection") => {
                 self.closes |= has_token(value, b"close");
                 self.keeps_alive |= has_token(value, b"keep-alive");
+                connection_only_this_hop(value)
             }
+            10 if is_named(name, b"keep-alive") => true,
             6 if is_named(name, b"expect") => {
                 self.expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                false
             }
-            _ => {}
-        }
-        Ok(())
+            _ => false,
+        })
     }
 
     /// The body's framing. A request framed both ways, or by a coding other than chunked, is

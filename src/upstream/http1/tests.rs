@@ -742,3 +742,39 @@ fn only_interim_answers_let_a_request_go_on_being_written() {
         );
     }
 }
+
+#[test]
+fn an_answers_hop_by_hop_lines_are_noted_and_stripped() {
+    let cases: [(&[u8], usize); 4] = [
+        // Framing only this hop: left out as the head is read; nothing for the strip.
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+            2,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+            2,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nx-hop: 1\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+            2,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nPROXY-AUTHENTICATE: Basic\r\nTE: trailers\r\ncontent-length: 0\r\n\r\n",
+            1,
+        ),
+    ];
+    for (raw, left) in cases {
+        let Ok(Parsed::Final(mut head)) = head(raw) else {
+            panic!("not a final head");
+        };
+        head.lines.strip_hop_by_hop();
+        let names: Vec<&[u8]> = head.lines.iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), left, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|name| !crate::wire::lines::is_hop_by_hop(name))
+        );
+    }
+}
