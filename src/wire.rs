@@ -101,6 +101,13 @@ pub fn only_this_hop(name: &HeaderName, value: &HeaderValue) -> bool {
     *name == TRANSFER_ENCODING || *name == KEEP_ALIVE
 }
 
+/// Whether a `Transfer-Encoding` value's last coding, the one that frames the body, is
+/// `chunked`.
+pub fn last_coding_is_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
 /// Whether a `Connection` line lists only `keep-alive` and `close`, and so frames only this
 /// hop (see [`only_this_hop`]).
 pub fn connection_only_this_hop(value: &[u8]) -> bool {
@@ -322,6 +329,23 @@ pub(crate) mod tests {
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect();
         assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn only_a_last_coding_of_chunked_frames_the_body_chunked() {
+        for (value, chunked) in [
+            ("chunked", true),
+            ("gzip, Chunked ", true),
+            ("chunked, gzip", false),
+            ("gzip", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                last_coding_is_chunked(value.as_bytes()),
+                chunked,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

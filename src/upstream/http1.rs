@@ -36,6 +36,7 @@ use crate::tcp_send::poll_send;
 use crate::wire::lines::{HeadLines, Spans, is_hop_by_hop, is_named};
 use crate::wire::{
     BadChunk, Chunked, add_length, connection_only_this_hop, decode_chunked, has_token, itoa,
+    last_coding_is_chunked,
 };
 
 /// Most header lines an answer's head may have (hyper's limit too).
@@ -590,8 +591,7 @@ impl FramingLines {
         // Told apart by length first: most lines are none of these.
         match name.len() {
             17 if is_named(name, b"transfer-encoding") => {
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                self.chunked = Some(last_coding_is_chunked(value));
                 true
             }
             14 if is_named(name, b"content-length") => {

@@ -10,7 +10,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::wire::lines::{HeadLines, is_hop_by_hop, is_named};
 use crate::wire::names::header_name;
-use crate::wire::{LinePlaces, add_length, connection_only_this_hop, has_token, only_this_hop};
+use crate::wire::{
+    LinePlaces, add_length, connection_only_this_hop, has_token, last_coding_is_chunked,
+    only_this_hop,
+};
 
 /// Most header lines a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -185,8 +188,7 @@ impl FramingLines {
         // Told apart by length first: most lines are none of these.
         Ok(match name.len() {
             17 if is_named(name, b"transfer-encoding") => {
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                self.chunked = Some(last_coding_is_chunked(value));
                 true
             }
             14 if is_named(name, b"content-length") => {
