@@ -75,11 +75,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `strip_hop_by_hop` for a head's lines as they came (see `HeadLines::strip_hop_by_hop`).
-pub fn strip_hop_by_hop_lines(lines: &mut HeadLines) {
-    lines.strip_hop_by_hop();
-}
-
 /// The headers sent upstream for a client's request headers.
 pub fn upstream_request_headers(
     mut headers: HeaderMap,
@@ -177,7 +172,7 @@ pub fn upstream_request_lines(
     peer: &Peer,
     body_rewritten: bool,
 ) -> (HeaderMap, HeadLines) {
-    strip_hop_by_hop_lines(&mut lines);
+    lines.strip_hop_by_hop();
     let mut added = HeaderMap::new();
     let forwarded = peer.forwarded_for.as_ref().and_then(|client| {
         let prior = lines
@@ -262,7 +257,7 @@ mod tests {
               TE: 1\r\nTrailer: 1\r\nUpgrade: 1\r\nProxy-Authenticate: 1\r\n\
               x-request-id: req_1\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n",
         );
-        strip_hop_by_hop_lines(&mut answer);
+        answer.strip_hop_by_hop();
         let left: Vec<(&[u8], &[u8])> = answer.iter().collect();
         assert_eq!(
             left,
@@ -276,7 +271,7 @@ mod tests {
         let mut plain = crate::wire::lines::parsed(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-te: 1\r\n\r\n",
         );
-        strip_hop_by_hop_lines(&mut plain);
+        plain.strip_hop_by_hop();
         assert_eq!(plain.len(), 2);
     }
 

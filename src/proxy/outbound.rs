@@ -6,7 +6,7 @@ use http_body_util::Either;
 use tokio::time::Instant;
 
 use super::ProxyBody;
-use super::headers::{strip_hop_by_hop, strip_hop_by_hop_lines};
+use super::headers::strip_hop_by_hop;
 use crate::app::App;
 use crate::metering::{Dialect, Meter, MeteredBody};
 use crate::tracker::InFlight;
@@ -89,7 +89,7 @@ pub fn respond(
     // answer's are in its map.
     let read = match body.head_lines_mut() {
         Some(lines) => {
-            strip_hop_by_hop_lines(lines);
+            lines.strip_hop_by_hop();
             Read::from(lines.iter())
         }
         None => {
