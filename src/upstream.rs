@@ -12,10 +12,10 @@ use std::time::Duration;
 use crate::server::ClientBody;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 use http_body_util::{Either, Full, Limited};
 
-use crate::config::ProviderConfig;
+use crate::config::{AuthHeader, ProviderConfig};
 use crate::wire::lines::HeadLines;
 use pool::Pool;
 pub use pool::{ClientError, ResponseBody};
@@ -32,6 +32,21 @@ pub type UpstreamResponse = Response<ResponseBody>;
 pub type ResponseFuture<'a> =
     Pin<Box<dyn Future<Output = Result<UpstreamResponse, ClientError>> + Send + 'a>>;
 
+/// Header lines that go upstream beside a request's header map: on HTTP/1.1 written as they
+/// are, after the map's headers; on HTTP/2 put in the map. Most requests then need nothing in
+/// the map, where its first header cost two allocations and a hashed insert.
+#[derive(Default)]
+pub struct RequestLines {
+    /// A client's own lines (see `wire::lines`), less those the proxy strips or replaces.
+    pub client: Option<HeadLines>,
+    /// `x-forwarded-for`: what the client said, if anything, and its address after it.
+    pub forwarded_for: Option<HeaderValue>,
+}
+
+/// `x-api-key`, the header of Anthropic's keys.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// How long an unused pooled connection stays open.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -41,6 +56,9 @@ pub struct Upstream {
     /// The provider's name as records hold it: shared by every record, not copied into each.
     pub name: std::sync::Arc<str>,
     pool: Pool,
+    /// Header names a request's own headers lose: those of the provider's own headers (see
+    /// `Pool`), and any credential when the provider has a key.
+    replaced: Vec<HeaderName>,
     /// The base URL's path without its trailing `/` ("" for none): request paths go after it.
     base_path: String,
 }
@@ -52,8 +70,31 @@ impl Upstream {
         else {
             return Err("needs a scheme and a host".into());
         };
+        // What the provider gets on every request: its key, then its configured headers (a
+        // configured header of the key's name wins).
+        let mut own = HeaderMap::new();
+        if let Some(credential) = &config.credential {
+            let name = match credential.header {
+                AuthHeader::Authorization => header::AUTHORIZATION,
+                AuthHeader::XApiKey => X_API_KEY.clone(),
+            };
+            own.insert(name, credential.value.clone());
+        }
+        for (name, value) in &config.headers {
+            own.insert(name.clone(), value.clone());
+        }
+        let mut replaced: Vec<HeaderName> = own.keys().cloned().collect();
+        if config.credential.is_some() {
+            // A provider with a key replaces whatever credential the client sent.
+            for name in [&header::AUTHORIZATION, &X_API_KEY] {
+                if !replaced.contains(name) {
+                    replaced.push(name.clone());
+                }
+            }
+        }
         Ok(Upstream {
-            pool: Pool::new(scheme, authority, connect_timeout, POOL_IDLE)?,
+            replaced,
+            pool: Pool::new(scheme, authority, own, connect_timeout, POOL_IDLE)?,
             base_path: base.path().trim_end_matches('/').to_owned(),
             name: config.name.as_str().into(),
             config,
@@ -72,13 +113,22 @@ impl Upstream {
         Ok(Uri::from(path_and_query))
     }
 
-    /// Sends `request`, with a client's header lines to go as they came, if any (see
-    /// `wire::lines`): written after the request's own on HTTP/1.1, put in its map on HTTP/2.
+    /// Sends `request` with `lines` beside its header map, and the provider's own headers
+    /// (its key and configured headers) in place of any of their names the request has.
     pub fn send(
         &self,
-        request: Request<OutboundBody>,
-        lines: Option<HeadLines>,
+        mut request: Request<OutboundBody>,
+        mut lines: RequestLines,
     ) -> ResponseFuture<'_> {
+        for name in &self.replaced {
+            request.headers_mut().remove(name);
+            if let Some(client) = &mut lines.client {
+                client.remove(name.as_str().as_bytes());
+            }
+            if name == X_FORWARDED_FOR {
+                lines.forwarded_for = None;
+            }
+        }
         Box::pin(self.pool.send(request, lines))
     }
 }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::{RequestLines, X_FORWARDED_FOR};
 use crate::wire::lines::{HeadLines, is_named, visible_text};
 
 // Header names tokentap reads or writes, parsed once: a lookup by `&str` parses the name on
 // every call.
-pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client end of a connection, with its address already in the text `x-forwarded-for`
 /// takes: made once per connection, where formatting the address on every request cost about
@@ -75,23 +74,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The headers sent upstream for a client's request headers.
+/// The headers sent upstream for a client's request headers, and the `x-forwarded-for` that
+/// goes beside them (`RequestLines`).
 pub fn upstream_request_headers(
     mut headers: HeaderMap,
     peer: &Peer,
     body_rewritten: bool,
-) -> HeaderMap {
+) -> (HeaderMap, Option<HeaderValue>) {
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     if body_rewritten {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let (mut ours, mut forwarded) = (false, false);
+    let mut ours = false;
     for (name, value) in headers.iter_mut() {
         match name.as_str() {
             // Credentials stay out of any debug output of the HTTP stack.
             "authorization" | "x-api-key" | "api-key" | "cookie" => value.set_sensitive(true),
-            "x-forwarded-for" => forwarded = true,
             name => ours |= name.starts_with("x-tokentap-"),
         }
     }
@@ -105,24 +104,28 @@ pub fn upstream_request_headers(
             headers.remove(name);
         }
     }
-    let Some(client) = &peer.forwarded_for else {
-        return headers;
-    };
-    let prior = forwarded
-        .then(|| headers.get(&X_FORWARDED_FOR))
-        .flatten()
-        .and_then(|v| v.to_str().ok());
-    let forwarded = match prior.map(str::trim) {
-        Some(prior) if !prior.is_empty() => {
+    let forwarded_for = forwarded_for(peer, headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()));
+    if forwarded_for.is_some() {
+        headers.remove(&X_FORWARDED_FOR);
+    }
+    (headers, forwarded_for)
+}
+
+/// `x-forwarded-for` as it goes upstream: the client's address after what the client said
+/// (`prior`). None only for a peer without an address, whose `prior` then goes as it came.
+fn forwarded_for(peer: &Peer, prior: Option<&[u8]>) -> Option<HeaderValue> {
+    let client = peer.forwarded_for.as_ref()?;
+    let prior = prior
+        .and_then(visible_text)
+        .map(str::trim)
+        .filter(|prior| !prior.is_empty());
+    match prior {
+        Some(prior) => {
             let client = client.to_str().unwrap_or_default();
             HeaderValue::try_from(format!("{prior}, {client}")).ok()
         }
-        _ => Some(HeaderValue::clone(client)),
-    };
-    if let Some(value) = forwarded {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        None => Some(HeaderValue::clone(client)),
     }
-    headers
 }
 
 /// Total size of the request headers as they came (names, values and separators).
@@ -166,39 +169,25 @@ fn is_ours(name: &[u8]) -> bool {
 }
 
 /// `upstream_request_headers` for a request's lines as they came: the lines kept go upstream
-/// as they are, and a map goes with them of what the proxy adds (`x-forwarded-for`).
+/// as they are, `x-forwarded-for` beside them.
 pub fn upstream_request_lines(
     mut lines: HeadLines,
     peer: &Peer,
     body_rewritten: bool,
-) -> (HeaderMap, HeadLines) {
+) -> RequestLines {
     lines.strip_hop_by_hop();
-    let mut added = HeaderMap::new();
-    let forwarded = peer.forwarded_for.as_ref().and_then(|client| {
-        let prior = lines
-            .get(b"x-forwarded-for")
-            .and_then(visible_text)
-            .map(str::trim)
-            .filter(|prior| !prior.is_empty());
-        match prior {
-            Some(prior) => {
-                let client = client.to_str().unwrap_or_default();
-                HeaderValue::try_from(format!("{prior}, {client}")).ok()
-            }
-            None => Some(HeaderValue::clone(client)),
-        }
-    });
-    let replaces_forwarded = peer.forwarded_for.is_some();
+    let forwarded_for = forwarded_for(peer, lines.get(b"x-forwarded-for"));
+    let replaces_forwarded = forwarded_for.is_some();
     lines.retain(|name, _| {
         !(is_named(name, b"host")
             || is_ours(name)
             || (replaces_forwarded && is_named(name, b"x-forwarded-for"))
             || (body_rewritten && is_named(name, b"content-length")))
     });
-    if let Some(value) = forwarded {
-        added.insert(X_FORWARDED_FOR.clone(), value);
+    RequestLines {
+        client: Some(lines),
+        forwarded_for,
     }
-    (added, lines)
 }
 
 #[cfg(test)]
@@ -286,7 +275,8 @@ mod tests {
               Authorization: Bearer sk-1\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n",
         );
         let peer = Peer::new("127.0.0.2:50000".parse().expect("address"));
-        let (added, lines) = upstream_request_lines(client.clone(), &peer, true);
+        let up = upstream_request_lines(client.clone(), &peer, true);
+        let lines = up.client.expect("lines");
         let kept: Vec<(&[u8], &[u8])> = lines.iter().collect();
         assert_eq!(
             kept,
@@ -298,16 +288,21 @@ mod tests {
             ]
         );
         // The first value, as a map's `get` reads it, grown by the client's address.
-        assert_eq!(added.len(), 1);
-        assert_eq!(added["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(
+            up.forwarded_for.expect("x-forwarded-for"),
+            "10.0.0.1, 127.0.0.2"
+        );
         // A body not rewritten keeps its length.
-        let (_, lines) = upstream_request_lines(client, &peer, false);
-        assert_eq!(lines.get(b"content-length"), Some(&b"10"[..]));
+        let lines = upstream_request_lines(client, &peer, false).client;
+        assert_eq!(
+            lines.expect("lines").get(b"content-length"),
+            Some(&b"10"[..])
+        );
         // Without a prior `x-forwarded-for`, the client's address alone.
         let plain = crate::wire::lines::parsed(b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n");
-        let (added, lines) = upstream_request_lines(plain, &peer, false);
-        assert_eq!(added["x-forwarded-for"], "127.0.0.2");
-        assert_eq!(lines.len(), 1);
+        let up = upstream_request_lines(plain, &peer, false);
+        assert_eq!(up.forwarded_for.expect("x-forwarded-for"), "127.0.0.2");
+        assert_eq!(up.client.expect("lines").len(), 1);
     }
 
     #[test]
@@ -352,7 +347,7 @@ mod tests {
         client.append(header::COOKIE, HeaderValue::from_static("b=2"));
         client.insert("api-key", HeaderValue::from_static("azure-key"));
         let peer = Peer::new("127.0.0.2:50000".parse().expect("address"));
-        let up = upstream_request_headers(client, &peer, true);
+        let (up, forwarded_for) = upstream_request_headers(client, &peer, true);
         for gone in [
             "connection",
             "keep-alive",
@@ -362,10 +357,15 @@ mod tests {
             "x-tokentap-provider",
             "x-tokentap-user",
             "content-length",
+            // Goes beside the map, grown.
+            "x-forwarded-for",
         ] {
             assert!(!up.contains_key(gone), "{gone} forwarded");
         }
-        assert_eq!(up["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(
+            forwarded_for.expect("x-forwarded-for"),
+            "10.0.0.1, 127.0.0.2"
+        );
         assert_eq!(up["openai-beta"], "assistants=v2");
         // Credentials go on, kept out of the HTTP stack's debug output.
         for name in ["authorization", "cookie", "api-key"] {
@@ -394,11 +394,12 @@ mod tests {
     #[test]
     fn x_forwarded_for_is_the_client_address_when_the_client_sent_none() {
         let peer = Peer::new("[2001:db8::7]:443".parse().expect("address"));
-        let up = upstream_request_headers(HeaderMap::new(), &peer, false);
-        assert_eq!(up["x-forwarded-for"], "2001:db8::7");
+        let (_, forwarded_for) = upstream_request_headers(HeaderMap::new(), &peer, false);
+        assert_eq!(forwarded_for.expect("x-forwarded-for"), "2001:db8::7");
         let mut blank = HeaderMap::new();
         blank.insert("x-forwarded-for", HeaderValue::from_static("  "));
-        let up = upstream_request_headers(blank, &peer, false);
-        assert_eq!(up["x-forwarded-for"], "2001:db8::7");
+        let (up, forwarded_for) = upstream_request_headers(blank, &peer, false);
+        assert_eq!(forwarded_for.expect("x-forwarded-for"), "2001:db8::7");
+        assert!(up.is_empty());
     }
 }

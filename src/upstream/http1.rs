@@ -30,8 +30,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::OutboundBody;
 use super::pool::{BoxError, IdleList, give_back};
+use super::{OutboundBody, RequestLines};
 use crate::tcp_send::poll_send;
 use crate::wire::lines::{HeadLines, Spans, is_hop_by_hop, is_named};
 use crate::wire::{
@@ -172,15 +172,17 @@ impl Connection {
             .is_pending()
     }
 
-    /// Sends `request` (origin form, `Host` set) and reads the answer's head. The answer's body
-    /// gives the connection back to `home` when it ends and the connection may be reused.
+    /// Sends `request` (origin form), with `own` lines (the provider's, with `Host`) and
+    /// `lines` (see `write_head`), and reads the answer's head. The answer's body gives the
+    /// connection back to `home` when it ends and the connection may be reused.
     ///
     /// The head is encoded before the future is made, which then holds only what it still
     /// needs: as an `async fn` it kept the request, its parts and the connection twice over.
     pub fn send(
         self,
         request: Request<OutboundBody>,
-        lines: Option<HeadLines>,
+        own: &[u8],
+        lines: RequestLines,
         home: &Arc<IdleList>,
     ) -> impl Future<Output = Result<Response<Http1Body>, Http1Error>> + Send + 'static {
         let (parts, body) = request.into_parts();
@@ -189,8 +191,9 @@ impl Connection {
         let head = conn.encode_head(
             &parts.method,
             &parts.uri,
+            own,
             &parts.headers,
-            lines.as_ref(),
+            &lines,
             length,
         );
         drop(lines);
@@ -374,37 +377,43 @@ impl Connection {
         &mut self,
         method: &Method,
         uri: &http::Uri,
+        own: &[u8],
         headers: &HeaderMap,
-        lines: Option<&HeadLines>,
+        lines: &RequestLines,
         length: Option<u64>,
     ) -> BytesMut {
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Room for a short body too: `write_request` sends it in the head's write.
         let body = length.filter(|&n| n <= COPY_MAX as u64).unwrap_or(0) as usize;
-        let lines_len = lines.map_or(0, HeadLines::len);
-        let room = (128 + target.len() + 64 * (headers.len() + lines_len) + body).max(READ_SIZE);
+        let lines_len = lines.client.as_ref().map_or(0, HeadLines::len);
+        let room = 128 + target.len() + own.len() + 64 * (headers.len() + lines_len + 1) + body;
+        let room = room.max(READ_SIZE);
         if !(self.buf.is_empty() && self.buf.try_reclaim(room)) {
             self.buf.reserve(room);
         }
         let mut head = self.buf.split_off(self.buf.len());
-        write_head(&mut head, method, target, headers, lines, length);
+        write_head(&mut head, method, target, own, headers, lines, length);
         head
     }
 }
 
-/// Writes the head `Connection::encode_head` makes.
+/// Writes the head `Connection::encode_head` makes: the request line, the `own` lines, the
+/// map's headers, the client's lines and `x-forwarded-for`, and the body's framing in place of
+/// any framing they had.
 fn write_head(
     head: &mut BytesMut,
     method: &Method,
     target: &str,
+    own: &[u8],
     headers: &HeaderMap,
-    lines: Option<&HeadLines>,
+    lines: &RequestLines,
     length: Option<u64>,
 ) {
     head.extend_from_slice(method.as_str().as_bytes());
     head.extend_from_slice(b" ");
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
+    head.extend_from_slice(own);
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
@@ -414,11 +423,16 @@ fn write_head(
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if let Some(lines) = lines {
+    if let Some(client) = &lines.client {
         let framing = |name: &[u8], _: &[u8]| {
             !(is_named(name, b"content-length") || is_named(name, b"transfer-encoding"))
         };
-        lines.write(framing, |piece| head.extend_from_slice(piece));
+        client.write(framing, |piece| head.extend_from_slice(piece));
+    }
+    if let Some(forwarded_for) = &lines.forwarded_for {
+        head.extend_from_slice(b"x-forwarded-for: ");
+        head.extend_from_slice(forwarded_for.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
     match length {
         // A request without a body says so only where a body is expected.

@@ -18,10 +18,10 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderMap, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -31,9 +31,9 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::OutboundBody;
 use super::connect::{Connected, Connector};
 use super::http1::{self, Http1Body, Http1Error};
+use super::{OutboundBody, RequestLines, X_FORWARDED_FOR};
 use crate::wire::lines::HeadLines;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -118,8 +118,8 @@ pub struct Pool {
     authority: Authority,
     /// The base URL as the connector takes it: only its scheme and authority count.
     connect_to: Uri,
-    /// The `Host` header of an HTTP/1.1 request that has none, made once.
-    host: HeaderValue,
+    /// The headers every request to the provider carries.
+    own: OwnHeaders,
     idle: Arc<IdleList>,
     idle_timeout: Duration,
     /// The idle list's sweeper is running (started with the first HTTP/1.1 connection).
@@ -172,6 +172,44 @@ impl Shared {
     }
 }
 
+/// The headers every request to a provider carries: its key and configured headers, which the
+/// request's own headers of those names have made way for (`Upstream::send`), and on HTTP/1.1
+/// `Host`, unless one is configured. No `Debug`: they hold the key.
+struct OwnHeaders {
+    /// As an HTTP/2 request's map takes them.
+    map: HeaderMap,
+    /// As HTTP/1.1 lines, written once here and copied into each request's head.
+    http1: Bytes,
+}
+
+impl OwnHeaders {
+    fn new(map: HeaderMap, authority: &Authority, scheme: &Scheme) -> OwnHeaders {
+        let mut http1 = BytesMut::new();
+        for (name, value) in &map {
+            http1.put_slice(name.as_str().as_bytes());
+            http1.put_slice(b": ");
+            http1.put_slice(value.as_bytes());
+            http1.put_slice(b"\r\n");
+        }
+        if !map.contains_key(header::HOST) {
+            let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+            http1.put_slice(b"host: ");
+            http1.put_slice(authority.host().as_bytes());
+            match authority.port_u16() {
+                Some(port) if port != default_port => {
+                    http1.put_slice(format!(":{port}").as_bytes());
+                }
+                _ => {}
+            }
+            http1.put_slice(b"\r\n");
+        }
+        OwnHeaders {
+            map,
+            http1: http1.freeze(),
+        }
+    }
+}
+
 /// What became of a request offered to an HTTP/2 connection.
 enum Offered {
     Answered(Response<ResponseBody>),
@@ -188,20 +226,24 @@ enum Turn {
 }
 
 impl Pool {
+    /// A pool for the provider at `scheme` and `authority`, whose requests all carry `own`
+    /// (see `OwnHeaders`).
     pub fn new(
         scheme: Scheme,
         authority: Authority,
+        own: HeaderMap,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<Pool, String> {
         let tls = HttpsConnectorBuilder::new().with_webpki_roots();
-        Pool::with_tls(scheme, authority, connect_timeout, idle_timeout, tls)
+        Pool::with_tls(scheme, authority, own, connect_timeout, idle_timeout, tls)
     }
 
     /// A pool whose TLS connections trust what `tls` trusts (tests trust their own CA).
     fn with_tls(
         scheme: Scheme,
         authority: Authority,
+        own: HeaderMap,
         connect_timeout: Duration,
         idle_timeout: Duration,
         tls: HttpsConnectorBuilder<WantsSchemes>,
@@ -213,19 +255,14 @@ impl Pool {
             .path_and_query("/")
             .build()
             .map_err(|err| err.to_string())?;
-        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
-        };
-        let host = HeaderValue::try_from(host).map_err(|err| err.to_string())?;
         let http1_only = AtomicBool::new(!connector.is_tls());
+        let own = OwnHeaders::new(own, &authority, &scheme);
         Ok(Pool {
             connector,
             scheme,
             authority,
             connect_to,
-            host,
+            own,
             idle: Arc::default(),
             idle_timeout,
             sweeping: AtomicBool::new(false),
@@ -253,7 +290,7 @@ impl Pool {
     pub fn send(
         &self,
         mut request: Request<OutboundBody>,
-        mut lines: Option<HeadLines>,
+        mut lines: RequestLines,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + '_ {
         async move {
             let http1_only = self.http1_only.load(Ordering::Relaxed);
@@ -371,11 +408,19 @@ impl Pool {
         mut sender: http2::SendRequest<OutboundBody>,
         slot: StreamSlot,
         mut request: Request<OutboundBody>,
-        lines: &mut Option<HeadLines>,
+        lines: &mut RequestLines,
     ) -> Result<Offered, ClientError> {
-        // HTTP/2 has no lines to pass on as they came: they go in the map, once.
-        if let Some(lines) = lines.take() {
-            lines.append_to(request.headers_mut());
+        // HTTP/2 has no lines to pass on as they came: they go in the map, once (a request
+        // offered again has them there already).
+        let headers = request.headers_mut();
+        if let Some(client) = lines.client.take() {
+            client.append_to(headers);
+        }
+        if let Some(forwarded_for) = lines.forwarded_for.take() {
+            headers.insert(&X_FORWARDED_FOR, forwarded_for);
+        }
+        for (name, value) in &self.own.map {
+            headers.insert(name, value.clone());
         }
         // HTTP/2 names the authority in the request itself (`:authority`), not in `Host`.
         if request.uri().scheme().is_none() {
@@ -399,18 +444,18 @@ impl Pool {
         }
     }
 
+    /// Undoes what `send_http2` did to a request it offered to an HTTP/2 connection that
+    /// closed before taking it (its URI has a scheme then): the URI back in origin form, and
+    /// the provider's own headers out of its map, as the HTTP/1.1 head writes them.
     fn prepare_http1(&self, request: &mut Request<OutboundBody>) {
-        // Origin form, also for a request first offered to an HTTP/2 connection.
         if request.uri().scheme().is_some() {
             if let Some(path) = request.uri().path_and_query().cloned() {
                 *request.uri_mut() = Uri::from(path);
             }
+            for name in self.own.map.keys() {
+                request.headers_mut().remove(name);
+            }
         }
-        // A `Host` among the provider's configured headers stays.
-        request
-            .headers_mut()
-            .entry(header::HOST)
-            .or_insert_with(|| self.host.clone());
     }
 
     /// A combinator, not an `async` block: awaiting the exchange there kept it twice, as the
@@ -419,13 +464,14 @@ impl Pool {
         &self,
         conn: http1::Connection,
         request: Request<OutboundBody>,
-        lines: Option<HeadLines>,
+        lines: RequestLines,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + 'static {
-        conn.send(request, lines, &self.idle).map(|answer| {
-            Ok(answer?.map(|body| ResponseBody {
-                inner: Inner::Http1(body),
-            }))
-        })
+        conn.send(request, &self.own.http1, lines, &self.idle)
+            .map(|answer| {
+                Ok(answer?.map(|body| ResponseBody {
+                    inner: Inner::Http1(body),
+                }))
+            })
     }
 
     /// The most recently idle connection that can take a request now. Connections idle past

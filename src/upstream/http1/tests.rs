@@ -188,7 +188,6 @@ fn broken_heads_are_errors() {
 #[test]
 fn the_request_head_carries_the_bodys_own_framing() {
     let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("api.example"));
     headers.insert("content-length", HeaderValue::from_static("999"));
     headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
     let uri: http::Uri = "/v1/chat/completions?x=1".parse().unwrap();
@@ -198,8 +197,9 @@ fn the_request_head_carries_the_bodys_own_framing() {
             &mut head,
             method,
             uri.path_and_query().unwrap().as_str(),
+            b"host: api.example\r\n",
             &headers,
-            None,
+            &RequestLines::default(),
             length,
         );
         String::from_utf8(head.to_vec()).unwrap()
@@ -220,24 +220,32 @@ fn the_request_head_carries_the_bodys_own_framing() {
         text(&Method::GET, Some(0)),
         "GET /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example\r\n\r\n"
     );
-    // A client's lines go after the request's own, less their framing lines.
-    let lines = crate::wire::lines::parsed(
+    // A client's lines go after the request's own, less their framing lines, and
+    // `x-forwarded-for` after them.
+    let client = crate::wire::lines::parsed(
         b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\nX-Stainless-Lang: python\r\n\
           Transfer-Encoding: chunked\r\nAuthorization: Bearer sk\r\n\r\n",
     );
+    let lines = RequestLines {
+        client: Some(client),
+        forwarded_for: Some(HeaderValue::from_static("10.0.0.1, 127.0.0.2")),
+    };
+    headers.insert("openai-beta", HeaderValue::from_static("assistants=v2"));
     let mut head = BytesMut::new();
     write_head(
         &mut head,
         &Method::POST,
         "/v1",
+        b"host: api.example\r\n",
         &headers,
-        Some(&lines),
+        &lines,
         Some(7),
     );
     assert_eq!(
         String::from_utf8(head.to_vec()).unwrap(),
-        "POST /v1 HTTP/1.1\r\nhost: api.example\r\nX-Stainless-Lang: python\r\n\
-         Authorization: Bearer sk\r\ncontent-length: 7\r\n\r\n"
+        "POST /v1 HTTP/1.1\r\nhost: api.example\r\nopenai-beta: assistants=v2\r\n\
+         X-Stainless-Lang: python\r\nAuthorization: Bearer sk\r\n\
+         x-forwarded-for: 10.0.0.1, 127.0.0.2\r\ncontent-length: 7\r\n\r\n"
     );
     assert_eq!(itoa(0, &mut [0; 20]), b"0");
     assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
@@ -302,7 +310,8 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut conn = connect(listener.local_addr().unwrap()).await;
     let uri: http::Uri = "/v1/embeddings".parse().unwrap();
-    let head = conn.encode_head(&Method::POST, &uri, &HeaderMap::new(), None, Some(2));
+    let none = RequestLines::default();
+    let head = conn.encode_head(&Method::POST, &uri, b"", &HeaderMap::new(), &none, Some(2));
     let memory = head.as_ptr();
     assert_eq!(
         &head[..],
@@ -310,7 +319,7 @@ async fn a_request_head_is_written_in_the_read_buffers_memory_and_it_is_read_int
     );
     // Let go once written: the next read, and the next request's head, use the same memory.
     drop(head);
-    let head = conn.encode_head(&Method::GET, &uri, &HeaderMap::new(), None, Some(0));
+    let head = conn.encode_head(&Method::GET, &uri, b"", &HeaderMap::new(), &none, Some(0));
     assert_eq!(head.as_ptr(), memory);
     assert_eq!(&head[..], b"GET /v1/embeddings HTTP/1.1\r\n\r\n");
     drop(head);
@@ -359,7 +368,7 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
     let home = Arc::new(IdleList::default());
     let mut response = connect(addr)
         .await
-        .send(post("{}"), None, &home)
+        .send(post("{}"), b"", RequestLines::default(), &home)
         .await
         .unwrap();
     assert_eq!(lines_of(&mut response)["content-type"], "text/event-stream");
@@ -376,7 +385,10 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
         .pop_back()
         .expect("given back at the body's end")
         .conn;
-    let response = conn.send(get("/v1/models"), None, &home).await.unwrap();
+    let response = conn
+        .send(get("/v1/models"), b"", RequestLines::default(), &home)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body();
     assert_eq!(body.size_hint().exact(), Some(4));
@@ -390,7 +402,7 @@ async fn a_body_until_close_is_read_to_the_end_and_the_connection_is_not_kept() 
     let home = Arc::new(IdleList::default());
     let response = connect(addr)
         .await
-        .send(get("/"), None, &home)
+        .send(get("/"), b"", RequestLines::default(), &home)
         .await
         .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"all of it");
@@ -407,7 +419,7 @@ async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
         let home = Arc::new(IdleList::default());
         let response = connect(addr)
             .await
-            .send(get("/"), None, &home)
+            .send(get("/"), b"", RequestLines::default(), &home)
             .await
             .unwrap();
         let mut body = response.into_body();
@@ -423,7 +435,11 @@ async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
     for (answer, closed_before) in [(&b""[..], true), (b"HTTP/1.1 200", false)] {
         let (addr, _requests) = provider(vec![vec![answer]]).await;
         let home = Arc::new(IdleList::default());
-        let Err(err) = connect(addr).await.send(get("/"), None, &home).await else {
+        let Err(err) = connect(addr)
+            .await
+            .send(get("/"), b"", RequestLines::default(), &home)
+            .await
+        else {
             panic!("an answer from {answer:?}");
         };
         assert_eq!(
@@ -443,7 +459,7 @@ async fn bytes_after_the_body_keep_the_connection_from_the_pool() {
     let home = Arc::new(IdleList::default());
     let response = connect(addr)
         .await
-        .send(get("/"), None, &home)
+        .send(get("/"), b"", RequestLines::default(), &home)
         .await
         .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
@@ -462,7 +478,7 @@ async fn a_head_request_has_no_body_whatever_its_length_says() {
         .unwrap();
     let mut response = connect(addr)
         .await
-        .send(request, None, &home)
+        .send(request, b"", RequestLines::default(), &home)
         .await
         .unwrap();
     assert_eq!(lines_of(&mut response)["content-length"], "5000");
@@ -522,7 +538,7 @@ async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
     let home = Arc::new(IdleList::default());
     let response = connect(addr)
         .await
-        .send(get("/"), None, &home)
+        .send(get("/"), b"", RequestLines::default(), &home)
         .await
         .unwrap();
     let mut body = response.into_body();
@@ -578,7 +594,9 @@ async fn send_large(
     let request = request
         .body(Either::Left(Full::new(Bytes::from(vec![b'x'; LARGE]))))
         .unwrap();
-    let exchange = connect(addr).await.send(request, None, home);
+    let exchange = connect(addr)
+        .await
+        .send(request, b"", RequestLines::default(), home);
     tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
         .await
         .expect(why)

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http::HeaderValue;
 use http_body::Frame;
 use http_body_util::{BodyExt, Either, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +101,7 @@ fn pool_for(base: &Uri) -> Pool {
     Pool::new(
         base.scheme().unwrap().clone(),
         base.authority().unwrap().clone(),
+        HeaderMap::new(),
         Duration::from_secs(5),
         Duration::from_secs(90),
     )
@@ -114,7 +116,7 @@ fn get(path: &str) -> Request<OutboundBody> {
 
 /// Sends a request and reads its body to the end, as the meter does.
 async fn exchange(pool: &Pool, request: Request<OutboundBody>) -> String {
-    let response = pool.send(request, None).await.unwrap();
+    let response = pool.send(request, RequestLines::default()).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
 }
@@ -135,7 +137,7 @@ async fn requests_one_after_another_share_one_connection() {
 async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
     let server = server(Answer::Chunked).await;
     let pool = pool_for(&server.base);
-    let response = pool.send(get("/a"), None).await.unwrap();
+    let response = pool.send(get("/a"), RequestLines::default()).await.unwrap();
     drop(response);
     assert_eq!(exchange(&pool, get("/b")).await, "hello");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
@@ -158,8 +160,8 @@ async fn a_connection_the_provider_closed_is_not_used_again() {
 async fn concurrent_requests_get_connections_of_their_own() {
     let server = server(Answer::KeepAlive).await;
     let pool = pool_for(&server.base);
-    let first = pool.send(get("/a"), None).await.unwrap();
-    let second = pool.send(get("/b"), None).await.unwrap();
+    let first = pool.send(get("/a"), RequestLines::default()).await.unwrap();
+    let second = pool.send(get("/b"), RequestLines::default()).await.unwrap();
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     for response in [first, second] {
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -219,37 +221,69 @@ async fn the_request_goes_in_origin_form_with_the_providers_host() {
     let server = server(Answer::KeepAlive).await;
     let pool = pool_for(&server.base);
     exchange(&pool, get("/v1/models?x=1")).await;
-    let mut configured = get("/v1/models");
-    configured
-        .headers_mut()
-        .insert(header::HOST, HeaderValue::from_static("gateway.internal"));
-    exchange(&pool, configured).await;
     let heads = server.heads.lock().clone();
     let host = server.base.authority().unwrap().as_str().to_owned();
-    assert!(
-        heads[0].starts_with("GET /v1/models?x=1 HTTP/1.1\r\n"),
-        "{}",
-        heads[0]
+    assert_eq!(
+        heads[0],
+        format!("GET /v1/models?x=1 HTTP/1.1\r\nhost: {host}\r\n\r\n")
     );
-    assert!(
-        heads[0].contains(&format!("host: {host}\r\n")),
-        "{}",
-        heads[0]
+}
+
+/// A provider's key and configured headers, one of them `Host`.
+fn own_headers() -> HeaderMap {
+    let mut own = HeaderMap::new();
+    own.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer sk-provider"),
     );
-    // A `Host` among the provider's configured headers stays.
-    assert!(
-        heads[1].contains("host: gateway.internal\r\n"),
-        "{}",
-        heads[1]
-    );
-    assert_eq!(heads[1].matches("host:").count(), 1, "{}", heads[1]);
+    own.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    own.insert(header::HOST, HeaderValue::from_static("gateway.internal"));
+    own
+}
+
+/// A client's lines, and the `x-forwarded-for` grown from them.
+fn client_lines() -> RequestLines {
+    RequestLines {
+        client: Some(crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nX-Stainless-Lang: python\r\nContent-Length: 0\r\n\r\n",
+        )),
+        forwarded_for: Some(HeaderValue::from_static("10.0.0.1, 127.0.0.2")),
+    }
+}
+
+#[tokio::test]
+async fn every_http1_request_carries_the_providers_own_headers_first() {
+    let server = server(Answer::KeepAlive).await;
+    let pool = Pool::new(
+        Scheme::HTTP,
+        server.base.authority().unwrap().clone(),
+        own_headers(),
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let response = pool
+            .send(get("/v1/messages"), client_lines())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let heads = server.heads.lock().clone();
+    // A configured `Host` is the only one.
+    let expected = "GET /v1/messages HTTP/1.1\r\nauthorization: Bearer sk-provider\r\n\
+                    anthropic-version: 2023-06-01\r\nhost: gateway.internal\r\n\
+                    X-Stainless-Lang: python\r\nx-forwarded-for: 10.0.0.1, 127.0.0.2\r\n\r\n";
+    assert_eq!(heads, [expected, expected]);
 }
 
 #[test]
 fn the_host_header_names_a_port_only_when_it_is_not_the_schemes() {
     let host = |base: &str| {
         let base: Uri = base.parse().unwrap();
-        pool_for(&base).host.to_str().unwrap().to_owned()
+        let own = pool_for(&base).own.http1;
+        let line = std::str::from_utf8(&own).unwrap().to_owned();
+        line.strip_prefix("host: ").unwrap().trim_end().to_owned()
     };
     assert_eq!(host("http://127.0.0.1:8080"), "127.0.0.1:8080");
     assert_eq!(host("http://models.internal"), "models.internal");
@@ -266,7 +300,10 @@ async fn a_provider_that_is_not_listening_is_a_connect_error() {
         .parse()
         .unwrap();
     drop(listener);
-    let Err(err) = pool_for(&base).send(get("/"), None).await else {
+    let Err(err) = pool_for(&base)
+        .send(get("/"), RequestLines::default())
+        .await
+    else {
         panic!("a request to a closed port got an answer");
     };
     assert!(err.is_connect(), "{err:?}");
@@ -335,8 +372,15 @@ async fn tls_server_with(alpn: &[u8], goaway: bool, max_streams: Option<u32>) ->
                                 >();
                                 http_body_util::StreamBody::new(never).boxed()
                             } else {
-                                let text =
+                                let mut text =
                                     format!("hello {} {:?}", request.uri(), request.version());
+                                // What a test of the headers sent looks for.
+                                for name in ["authorization", "x-stainless-lang", "x-forwarded-for"]
+                                {
+                                    if let Some(value) = request.headers().get(name) {
+                                        text.push_str(&format!(" {name}={value:?}"));
+                                    }
+                                }
                                 Full::new(Bytes::from(text)).boxed()
                             };
                             Ok::<_, std::convert::Infallible>(Response::new(body))
@@ -377,6 +421,7 @@ fn tls_pool_for(server: &TlsServer) -> Pool {
     Pool::with_tls(
         Scheme::HTTPS,
         server.base.authority().unwrap().clone(),
+        HeaderMap::new(),
         Duration::from_secs(5),
         Duration::from_secs(90),
         tls,
@@ -402,6 +447,35 @@ async fn http2_over_tls_carries_every_request_on_one_connection() {
 }
 
 #[tokio::test]
+async fn every_http2_request_carries_the_providers_own_headers_and_the_clients_lines() {
+    let server = tls_server(b"h2").await;
+    let tls = HttpsConnectorBuilder::new().with_tls_config(server.client_config.clone());
+    let authority = server.base.authority().unwrap().clone();
+    let pool = Pool::with_tls(
+        Scheme::HTTPS,
+        authority.clone(),
+        own_headers(),
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+        tls,
+    )
+    .unwrap();
+    let response = pool
+        .send(get("/v1/messages"), client_lines())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        format!(
+            "hello https://{authority}/v1/messages HTTP/2.0 \
+             authorization=\"Bearer sk-provider\" x-stainless-lang=\"python\" \
+             x-forwarded-for=\"10.0.0.1, 127.0.0.2\""
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_shared_http2_connection_the_provider_closed_is_replaced() {
     let server = tls_server_with(b"h2", true, None).await;
     let pool = tls_pool_for(&server);
@@ -419,7 +493,10 @@ async fn past_a_connections_stream_limit_http2_opens_another_connection() {
     let pool = tls_pool_for(&server);
     // The first answer teaches the pool the limit (SETTINGS); then one stream is held open.
     assert!(exchange(&pool, get("/a")).await.ends_with(" HTTP/2.0"));
-    let held = pool.send(get("/held"), None).await.unwrap();
+    let held = pool
+        .send(get("/held"), RequestLines::default())
+        .await
+        .unwrap();
     // Without a second connection this would wait for the held stream to end.
     let second = tokio::time::timeout(Duration::from_secs(10), exchange(&pool, get("/b"))).await;
     assert!(second.expect("answered, not queued").ends_with(" HTTP/2.0"));
@@ -448,7 +525,7 @@ async fn a_certificate_the_pool_does_not_trust_is_a_connect_error() {
     let server = tls_server(b"h2").await;
     // The pool of a real provider trusts Mozilla's roots, not this run's certificate.
     let pool = pool_for(&server.base);
-    let Err(err) = pool.send(get("/"), None).await else {
+    let Err(err) = pool.send(get("/"), RequestLines::default()).await else {
         panic!("an untrusted certificate was accepted");
     };
     assert!(err.is_connect(), "{err:?}");
@@ -479,11 +556,12 @@ async fn a_burst_to_a_tls_provider_that_is_down_fails_every_request() {
     let pool = Pool::new(
         Scheme::HTTPS,
         authority,
+        HeaderMap::new(),
         Duration::from_secs(5),
         Duration::from_secs(90),
     )
     .unwrap();
-    let burst = (0..4).map(|_| pool.send(get("/"), None));
+    let burst = (0..4).map(|_| pool.send(get("/"), RequestLines::default()));
     for result in futures::future::join_all(burst).await {
         let Err(err) = result else {
             panic!("a request to a closed port got an answer");
