@@ -13,14 +13,14 @@ pub const UNKNOWN: &str = "unknown";
 pub struct ModelLabels {
     // Touched by the recorder thread when a record is written, and by scrapes never: a plain
     // mutex with no await inside.
-    seen: Mutex<HashSet<String>>,
+    seen: Mutex<HashSet<String, foldhash::fast::RandomState>>,
     max: usize,
 }
 
 impl ModelLabels {
     pub fn new(max: usize) -> ModelLabels {
         ModelLabels {
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashSet::default()),
             max,
         }
     }

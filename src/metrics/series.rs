@@ -87,7 +87,7 @@ pub struct SeriesCache {
 struct Inner {
     /// The last label set, checked first without building a key.
     last: Option<(Key, Arc<Series>)>,
-    sets: HashMap<Key, Arc<Series>>,
+    sets: HashMap<Key, Arc<Series>, foldhash::fast::RandomState>,
 }
 
 impl SeriesCache {

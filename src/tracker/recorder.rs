@@ -52,7 +52,7 @@ fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
 
 /// Model name → price, so the price table's globs run once per model, not once per record.
 #[derive(Default)]
-struct PriceCache(HashMap<String, Option<Price>>);
+struct PriceCache(HashMap<String, Option<Price>, foldhash::fast::RandomState>);
 
 impl PriceCache {
     /// Distinct models remembered before the cache starts over (client-chosen names).
