@@ -129,7 +129,7 @@ impl Upstream {
                 lines.forwarded_for = None;
             }
         }
-        Box::pin(self.pool.send(request, lines))
+        self.pool.send(request, lines)
     }
 }
 

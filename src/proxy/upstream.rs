@@ -34,10 +34,12 @@ pub fn request(
             upstream_request_lines(lines, peer, body_rewritten),
         ),
     };
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri(upstream.uri(uri)?)
-        .body(body)?;
+    // Set in place: the builder moved its parts, and the request out of a `Result`, about
+    // 250 instructions of copies a request (callgrind).
+    let uri = upstream.uri(uri)?;
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     Ok((request, lines))
 }
