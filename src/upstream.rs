@@ -45,6 +45,7 @@ pub struct RequestLines {
 
 /// `x-api-key`, the header of Anthropic's keys.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `x-forwarded-for`, which the proxy grows by the client's address (`RequestLines`).
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// How long an unused pooled connection stays open.
