@@ -2,6 +2,7 @@
 //! updated when a record is written (the active gauge when a request starts and ends). Every
 //! label value comes from a closed enum, the configured providers, or the bounded model set.
 
+mod active;
 pub mod labels;
 mod series;
 
@@ -15,6 +16,7 @@ use prometheus::{
 };
 
 use crate::record::{Endpoint, Outcome, Record, UsageSource};
+use active::ActiveGauges;
 use labels::{ExtraLabel, ModelLabels};
 use series::SeriesCache;
 
@@ -70,7 +72,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     tokens: IntCounterVec,
     cost: CounterVec,
-    active: IntGaugeVec,
+    active: ActiveGauges,
     duration: HistogramVec,
     ttft: HistogramVec,
     usage_missing: IntCounterVec,
@@ -169,7 +171,7 @@ impl Metrics {
                     &["provider"],
                 )?;
                 registry.register(Box::new(g.clone()))?;
-                g
+                ActiveGauges::new(g)
             },
             duration: histogram(
                 "tokentap_request_duration_seconds",
@@ -251,9 +253,9 @@ impl Metrics {
     }
 
     /// Counts a request as active; the returned gauge is decremented when it ends, so the
-    /// label lookup happens once per request.
+    /// gauge is found once per request (see `active`).
     pub fn request_started(&self, provider: &str) -> prometheus::IntGauge {
-        let gauge = self.active.with_label_values(&[provider]);
+        let gauge = self.active.of(provider);
         gauge.inc();
         gauge
     }
