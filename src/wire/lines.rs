@@ -260,6 +260,16 @@ pub(crate) fn parsed(head: &'static [u8]) -> HeadLines {
     HeadLines::new(Bytes::from_static(head), places, hop_by_hop)
 }
 
+/// The lines as text pairs, name and value, in order: what tests compare.
+#[cfg(test)]
+pub(crate) fn pairs(lines: &HeadLines) -> Vec<(&str, &str)> {
+    let text = |bytes| std::str::from_utf8(bytes).expect("text");
+    lines
+        .iter()
+        .map(|(name, value)| (text(name), text(value)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
