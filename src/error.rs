@@ -15,6 +15,8 @@ pub enum ProxyError {
     BodyTimeout { after_ms: u128 },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request carries more than one `{header}` header")]
+    RepeatedCredential { header: &'static str },
     #[error("unknown provider `{0}` in x-tokentap-provider")]
     UnknownProvider(String),
     #[error("provider `{provider}` is unreachable: {detail}")]
@@ -36,6 +38,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RepeatedCredential { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownProvider(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -52,6 +55,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "request_headers_too_large",
             ProxyError::BodyTimeout { .. } => "request_body_timeout",
             ProxyError::BodyRead(_) => "request_body_unreadable",
+            ProxyError::RepeatedCredential { .. } => "repeated_credential",
             ProxyError::UnknownProvider(_) => "unknown_provider",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -68,6 +72,7 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyRead(_)
             | ProxyError::BodyTimeout { .. }
+            | ProxyError::RepeatedCredential { .. }
             | ProxyError::UnknownProvider(_) => "invalid_request_error",
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }

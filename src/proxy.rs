@@ -340,6 +340,17 @@ fn prepare<'a>(
         facts.as_ref().and_then(|f| f.user.as_deref()),
         app.key_names(),
     );
+    if let Some(header) = who.repeated_credential {
+        let err = ProxyError::RepeatedCredential { header };
+        return Err(answer_early(
+            app,
+            endpoint,
+            header_provider,
+            &headers,
+            err,
+            tracked,
+        ));
+    }
     let request_bytes = body_bytes
         .as_ref()
         .map_or_else(|| content_length(&headers).unwrap_or(0), |b| b.len() as u64);

@@ -84,6 +84,76 @@ async fn no_client_input_can_choose_the_upstream_host() {
     }
 }
 
+/// Two values of a credential header: the meter would attribute the first, and the provider
+/// might bill either. Refused with a 400 before anything goes upstream, over HTTP/1.1 and h2c,
+/// and still recorded, with no key.
+#[tokio::test]
+async fn a_credential_header_sent_twice_is_refused_and_recorded() {
+    let upstream = Upstream::start(handler(|_req| async {
+        full(200, "application/json", "{}")
+    }))
+    .await;
+    let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let body = json!({"model": "gpt-4o", "messages": []}).to_string();
+    let twice = [
+        ("authorization", "Bearer sk-first", "Bearer sk-second"),
+        ("x-api-key", "sk-first", "sk-first"),
+        ("Authorization", "Bearer sk-same", "Bearer sk-same"),
+    ];
+    for client in [&proxy.client, &h2] {
+        for (name, first, second) in twice {
+            let answer = client
+                .post(proxy.url("/v1/chat/completions"))
+                .header(name, first)
+                .header(name, second)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 400, "{name}");
+            let error: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(error["error"]["code"], "repeated_credential");
+            assert_eq!(error["error"]["type"], "invalid_request_error");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&name.to_ascii_lowercase()) && !message.contains("sk-"),
+                "{message}"
+            );
+        }
+    }
+    // One of each is no repetition: `authorization` is the key read, as before.
+    let once = proxy
+        .post_chat()
+        .header("authorization", "Bearer sk-one")
+        .header("x-api-key", "sk-other")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(once.status(), 200);
+
+    assert_eq!(
+        upstream.requests.lock().len(),
+        1,
+        "only the last one went upstream"
+    );
+    let records = proxy.settled_records().await;
+    assert_eq!(records.len(), 7);
+    for record in &records[..6] {
+        assert_eq!(record["status_code"], 400, "{record}");
+        assert_eq!(record["outcome"], "client_error", "{record}");
+        assert!(record["key_id"].is_null(), "{record}");
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(b"sk-one");
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(records[6]["key_id"], format!("key_{hex}"));
+}
+
 #[tokio::test]
 async fn redirects_from_the_upstream_are_answered_not_followed() {
     let (canary_addr, canary_hits) = canary().await;

@@ -14,6 +14,10 @@ pub struct Attribution {
     pub user: Option<String>,
     pub conversation_id: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// A credential header the request carries more than once (`authorization` or
+    /// `x-api-key`). The key is then left unread: which of the values a provider bills is its
+    /// own choice, so the proxy refuses such a request, as nginx does.
+    pub repeated_credential: Option<&'static str>,
 }
 
 /// Longest user, conversation id or tag kept: these come from clients.
@@ -32,6 +36,7 @@ struct Read<'a> {
     conversation_id: Option<&'a [u8]>,
     session_id: Option<&'a [u8]>,
     tags: Option<&'a [u8]>,
+    repeated_credential: Option<&'static str>,
 }
 
 impl<'a> Read<'a> {
@@ -43,15 +48,18 @@ impl<'a> Read<'a> {
         headers.for_each(|name, value| {
             let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
             // Told apart by length first: most names are none of these.
-            let slot = match name.len() {
-                13 if is(b"authorization") => &mut read.authorization,
-                9 if is(b"x-api-key") => &mut read.x_api_key,
-                15 if is(b"x-tokentap-user") => &mut read.user,
-                17 if is(b"x-conversation-id") => &mut read.conversation_id,
-                12 if is(b"x-session-id") => &mut read.session_id,
-                15 if is(b"x-tokentap-tags") => &mut read.tags,
+            let (slot, credential) = match name.len() {
+                13 if is(b"authorization") => (&mut read.authorization, Some("authorization")),
+                9 if is(b"x-api-key") => (&mut read.x_api_key, Some("x-api-key")),
+                15 if is(b"x-tokentap-user") => (&mut read.user, None),
+                17 if is(b"x-conversation-id") => (&mut read.conversation_id, None),
+                12 if is(b"x-session-id") => (&mut read.session_id, None),
+                15 if is(b"x-tokentap-tags") => (&mut read.tags, None),
                 _ => return,
             };
+            if slot.is_some() && credential.is_some() {
+                read.repeated_credential = read.repeated_credential.or(credential);
+            }
             slot.get_or_insert(value);
         });
         read
@@ -81,7 +89,7 @@ pub fn attribute(
                 .unwrap_or(v.trim())
         })
         .or_else(|| read.x_api_key.and_then(visible_text).map(str::trim))
-        .filter(|k| !k.is_empty());
+        .filter(|k| !k.is_empty() && read.repeated_credential.is_none());
     Attribution {
         key_id: key.map(|k| key_id(k, names)),
         user: body_user
@@ -90,6 +98,7 @@ pub fn attribute(
             .or_else(|| text(read.user)),
         conversation_id: text(read.conversation_id).or_else(|| text(read.session_id)),
         tags: text(read.tags).map(|t| parse_tags(&t)).unwrap_or_default(),
+        repeated_credential: read.repeated_credential,
     }
 }
 
@@ -215,6 +224,34 @@ mod tests {
         assert_eq!(a.user.as_deref(), Some("u1"));
         assert_eq!(a.conversation_id.as_deref(), Some("c1"));
         assert_eq!(a.tags.get("team").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn a_credential_header_given_twice_is_named_and_no_key_is_read() {
+        for name in ["authorization", "x-api-key"] {
+            for second in ["Bearer sk-2", "sk-1"] {
+                let mut h = HeaderMap::new();
+                h.append("x-tokentap-user", "u1".parse().expect("v"));
+                h.append(name, "sk-1".parse().expect("v"));
+                h.append(name, second.parse().expect("v"));
+                let a = attribute(&h, None, &KeyNames::new());
+                assert_eq!(a.repeated_credential, Some(name));
+                assert_eq!(a.key_id, None);
+                assert_eq!(a.user.as_deref(), Some("u1"), "the rest is still read");
+            }
+        }
+        let lines = crate::wire::lines::parsed(
+            b"HTTP/1.1 200 OK\r\nX-API-Key: sk-1\r\nx-api-key: sk-2\r\n\r\n",
+        );
+        let a = super::attribute(&ClientHeaders::Lines(lines), None, &KeyNames::new());
+        assert_eq!(a.repeated_credential, Some("x-api-key"));
+        // One of each is two credentials, not a repeated one.
+        let mut h = HeaderMap::new();
+        h.append("authorization", "Bearer sk-1".parse().expect("v"));
+        h.append("x-api-key", "sk-2".parse().expect("v"));
+        let a = attribute(&h, None, &KeyNames::new());
+        assert_eq!(a.repeated_credential, None);
+        assert_eq!(a.key_id.as_deref(), Some(fingerprint("sk-1").as_str()));
     }
 
     #[test]
