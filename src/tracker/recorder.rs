@@ -34,8 +34,11 @@ pub(crate) struct Finished {
     pub(super) dialect: Option<Dialect>,
 }
 
-/// Pause between batches while records keep coming.
-const BUSY_PAUSE: Duration = Duration::from_millis(1);
+/// Pause between batches while records keep coming. Each wake-up costs the thread about 11 µs
+/// besides its records (the switch, and its maps brought back into the cache): at 20,000
+/// requests a second, 1 ms pauses made the recorder 1.45 µs of CPU a request and 5 ms pauses
+/// 1.05. A record shows up at most this late, which no scrape or feed can tell.
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// Wake-ups closer together than this mean records are coming often: the thread then takes
 /// them in batches instead of waking for each.
 const QUIET: Duration = Duration::from_millis(20);
