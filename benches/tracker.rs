@@ -27,6 +27,7 @@ fn tracker() -> Tracker {
 fn start(i: u64) -> RequestStart {
     RequestStart {
         id: format!("req_{i:016x}").as_str().into(),
+        started_at: time::OffsetDateTime::now_utc(),
         provider: "openai".into(),
         model: Some("gpt-4o-mini".into()),
         endpoint: Endpoint::Chat,

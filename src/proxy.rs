@@ -14,6 +14,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, ready};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
@@ -219,7 +220,7 @@ fn handle_tracked(
         // waits for the upstream.
         let Prepared {
             upstream,
-            mut in_flight,
+            in_flight,
             sending,
             dialect,
             add_usage,
@@ -242,7 +243,7 @@ fn handle_tracked(
             Err(response) => return response,
         };
 
-        let sent = in_flight.sent_upstream();
+        let sent = in_flight.sent_at();
         // The whole-request timeout also bounds the wait for the headers.
         let deadline = sent + settings.timeouts.request;
         let headers_by = deadline.min(sent + settings.timeouts.first_byte);
@@ -354,8 +355,11 @@ fn prepare<'a>(
     let request_bytes = body_bytes
         .as_ref()
         .map_or_else(|| content_length(&headers).unwrap_or(0), |b| b.len() as u64);
+    // One wall-clock read names the request (its id sorts by it) and dates it.
+    let wall = SystemTime::now();
     let start = RequestStart {
-        id: new_request_id(),
+        id: new_request_id(wall),
+        started_at: wall.into(),
         provider: upstream.name.clone(),
         // The facts are done with: the record takes the model itself.
         model: facts.as_mut().and_then(|f| f.model.take()),
@@ -481,8 +485,11 @@ fn answer_early(
         .or_else(|| app.provider_configs().first())
         .map_or_else(|| Arc::from(""), |p| Arc::from(p.name.as_str()));
     let who = attribute(headers, None, app.key_names());
+    // One wall-clock read names the request (its id sorts by it) and dates it.
+    let wall = SystemTime::now();
     let start = RequestStart {
-        id: new_request_id(),
+        id: new_request_id(wall),
+        started_at: wall.into(),
         provider,
         model: None,
         endpoint,
@@ -588,15 +595,23 @@ fn content_length(headers: &ClientHeaders) -> Option<u64> {
         .ok()
 }
 
-/// A time-ordered unique id (UUID v7), so ids sort by start time.
-fn new_request_id() -> RequestId {
+/// A time-ordered unique id (UUID v7) of a request started at `wall`, so ids sort by start
+/// time.
+fn new_request_id(wall: SystemTime) -> RequestId {
     // `Uuid::now_v7` locks one process-wide context and reads the OS random source twice per
     // id (two getrandom syscalls per request). A context per thread keeps ids unique and
     // ordered within a thread, and `fast-rng` draws from a user-space generator.
     thread_local! {
         static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
     }
-    let id = CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context)));
+    // Before the epoch only on a clock set wrong: the id then counts from the epoch.
+    let since = wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = CONTEXT.with(|context| {
+        let at = uuid::Timestamp::from_unix(context, since.as_secs(), since.subsec_nanos());
+        uuid::Uuid::new_v7(at)
+    });
     // Encoded into a buffer: `format!` through `Display` took about 600 instructions.
     let mut text = *b"req_00000000000000000000000000000000";
     id.simple().encode_lower(&mut text[4..]);
@@ -789,9 +804,12 @@ mod tests {
 
     #[test]
     fn request_ids_are_prefixed_uuids_that_sort_by_start() {
-        let first = new_request_id();
-        let second = new_request_id();
-        for id in [&first, &second] {
+        let now = SystemTime::now();
+        let first = new_request_id(now);
+        // The same instant again still sorts after: the context counts within a millisecond.
+        let second = new_request_id(now);
+        let later = new_request_id(now + std::time::Duration::from_millis(2));
+        for id in [&first, &second, &later] {
             let hex = id.strip_prefix("req_").expect("prefix");
             assert_eq!(hex.len(), 32, "{id}");
             assert!(
@@ -803,6 +821,12 @@ mod tests {
                 7
             );
         }
-        assert!(first.as_str() < second.as_str());
+        assert!(first.as_str() < second.as_str() && second.as_str() < later.as_str());
+        let uuid = |id: &RequestId| uuid::Uuid::parse_str(&id[4..]).expect("uuid");
+        let (seconds, nanos) = uuid(&later).get_timestamp().expect("v7").to_unix();
+        let named = SystemTime::UNIX_EPOCH + std::time::Duration::new(seconds, nanos);
+        let wanted = now + std::time::Duration::from_millis(2);
+        // v7 keeps milliseconds.
+        assert!(named <= wanted && wanted.duration_since(named).expect("order").as_millis() < 1);
     }
 }

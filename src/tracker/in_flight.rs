@@ -21,6 +21,8 @@ use crate::record::{Endpoint, Outcome, Record, RequestId, UsageSource};
 pub struct RequestStart {
     /// Shared with the record (and its copies in the feed and the ring), not copied.
     pub id: RequestId,
+    /// The wall clock when it started: read once with the id's timestamp.
+    pub started_at: OffsetDateTime,
     pub provider: Arc<str>,
     pub model: Option<Arc<str>>,
     pub endpoint: Endpoint,
@@ -51,7 +53,6 @@ pub enum BodyEnd {
 pub struct Active {
     pub(super) seq: u64,
     pub(super) start: RequestStart,
-    pub(super) started_at: OffsetDateTime,
     pub(super) started: Instant,
     response_bytes: AtomicU64,
     chunks: AtomicU64,
@@ -89,7 +90,7 @@ impl Active {
         let s = &self.start;
         Record {
             id: s.id,
-            started_at: self.started_at,
+            started_at: s.started_at,
             finished_at: None,
             provider: s.provider.clone(),
             model: s.model.clone(),
@@ -147,7 +148,6 @@ impl InFlight {
         let active = Arc::new(Active {
             seq: tracker.next_seq(),
             start,
-            started_at: OffsetDateTime::now_utc(),
             started: now,
             response_bytes: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
@@ -175,9 +175,8 @@ impl InFlight {
         self.active.start.model.as_ref()
     }
 
-    /// Notes the request as sent upstream now, and returns that instant.
-    pub fn sent_upstream(&mut self) -> Instant {
-        self.sent_at = Instant::now();
+    /// When the request went upstream: when it started, as its exchange is made right after.
+    pub fn sent_at(&self) -> Instant {
         self.sent_at
     }
 
@@ -249,7 +248,7 @@ impl InFlight {
             ended_at: now,
             // The start's wall clock moved on by the monotonic time since: one clock read
             // fewer per request, and `finished_at - started_at` is the record's duration.
-            finished_at: self.active.started_at
+            finished_at: self.active.start.started_at
                 + now.saturating_duration_since(self.active.started),
             request_body: self.request_body.take(),
             dialect: self.dialect,

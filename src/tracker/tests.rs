@@ -25,6 +25,7 @@ fn tracker() -> Tracker {
 fn start(id: &str) -> RequestStart {
     RequestStart {
         id: id.into(),
+        started_at: time::OffsetDateTime::now_utc(),
         provider: "p".into(),
         model: Some("m".into()),
         endpoint: Endpoint::Chat,
