@@ -237,7 +237,7 @@ impl InFlight {
             Some((status, id)) => (Some(status), id),
             None => (None, None),
         };
-        self.tracker.submit(Finished {
+        self.tracker.submit(Box::new(Finished {
             active: Arc::clone(&self.active),
             ending,
             status,
@@ -252,7 +252,7 @@ impl InFlight {
                 + now.saturating_duration_since(self.active.started),
             request_body: self.request_body.take(),
             dialect: self.dialect,
-        });
+        }));
     }
 }
 

@@ -43,7 +43,7 @@ const BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// them in batches instead of waking for each.
 const QUIET: Duration = Duration::from_millis(20);
 
-fn record(tracker: &Tracker, finished: Finished, prices: &mut PriceCache) {
+fn record(tracker: &Tracker, finished: Box<Finished>, prices: &mut PriceCache) {
     let seq = finished.active.seq;
     let (mut record, notes) = build_record(finished);
     // Still alone: `make_mut` below clones nothing.
@@ -88,7 +88,7 @@ impl PriceCache {
 
 pub(super) fn spawn(
     tracker: Weak<Inner>,
-    mut queue: tokio::sync::mpsc::Receiver<Finished>,
+    mut queue: tokio::sync::mpsc::Receiver<Box<Finished>>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("tokentap-recorder".into())
@@ -151,7 +151,7 @@ pub(super) fn spawn(
 /// Builds the record of a finished request, in the allocation it is kept in: a `Record` is
 /// 432 bytes, and built on the stack it was copied five times on its way into its `Arc`
 /// (about 380 instructions a record, callgrind).
-pub(crate) fn build_record(f: Finished) -> (Arc<Record>, RecordNotes) {
+pub(crate) fn build_record(f: Box<Finished>) -> (Arc<Record>, RecordNotes) {
     let mut notes = RecordNotes::default();
     // Its duration runs to the end of the request.
     let mut kept = Arc::new(f.active.snapshot_at(f.ended_at));
