@@ -125,11 +125,10 @@ pub fn parse(
             }
         }
     }
+    // A map only for a request whose lines are not kept: an empty map put in place of the
+    // request's own was one more to drop (about 60 instructions).
     let (headers, kept) = match kept {
-        Some(kept) => (
-            HeaderMap::new(),
-            Some(HeadLines::new(head.clone(), kept, hop_by_hop)),
-        ),
+        Some(kept) => (None, Some(HeadLines::new(head.clone(), kept, hop_by_hop))),
         None => {
             let mut headers = HeaderMap::with_capacity(places.len());
             for [name_start, name_end, value_start, value_end] in places.iter() {
@@ -140,7 +139,7 @@ pub fn parse(
                     headers.append(name, value);
                 }
             }
-            (headers, None)
+            (Some(headers), None)
         }
     };
     let body = lines.body_length(version)?;
@@ -152,7 +151,9 @@ pub fn parse(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
+    if let Some(headers) = headers {
+        *request.headers_mut() = headers;
+    }
     Ok(Some(Head {
         request,
         lines: kept,
