@@ -336,10 +336,13 @@ impl Connection {
     /// Reads the answer's head, skipping interim (`1xx`) ones.
     async fn read_head(&mut self) -> Result<Head, Http1Error> {
         loop {
-            match parse_head(&mut self.buf)? {
-                Parsed::Final(head) => return Ok(head),
-                Parsed::Interim => continue,
-                Parsed::Partial => {}
+            // A request's answer finds the buffer empty: nothing to parse before a read.
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf)? {
+                    Parsed::Final(head) => return Ok(head),
+                    Parsed::Interim => continue,
+                    Parsed::Partial => {}
+                }
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(Http1Error::HeadTooLarge);
