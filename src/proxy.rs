@@ -355,11 +355,10 @@ fn prepare<'a>(
     let request_bytes = body_bytes
         .as_ref()
         .map_or_else(|| content_length(&headers).unwrap_or(0), |b| b.len() as u64);
-    // One wall-clock read names the request (its id sorts by it) and dates it.
-    let wall = SystemTime::now();
+    let (id, started_at) = new_request_id_and_start();
     let start = RequestStart {
-        id: new_request_id(wall),
-        started_at: wall.into(),
+        id,
+        started_at,
         provider: upstream.name.clone(),
         // The facts are done with: the record takes the model itself.
         model: facts.as_mut().and_then(|f| f.model.take()),
@@ -485,11 +484,10 @@ fn answer_early(
         .or_else(|| app.provider_configs().first())
         .map_or_else(|| Arc::from(""), |p| Arc::from(p.name.as_str()));
     let who = attribute(headers, None, app.key_names());
-    // One wall-clock read names the request (its id sorts by it) and dates it.
-    let wall = SystemTime::now();
+    let (id, started_at) = new_request_id_and_start();
     let start = RequestStart {
-        id: new_request_id(wall),
-        started_at: wall.into(),
+        id,
+        started_at,
         provider,
         model: None,
         endpoint,
@@ -593,6 +591,12 @@ fn content_length(headers: &ClientHeaders) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A new request's id and start time, from one wall-clock read.
+fn new_request_id_and_start() -> (RequestId, time::OffsetDateTime) {
+    let wall = SystemTime::now();
+    (new_request_id(wall), wall.into())
 }
 
 /// A time-ordered unique id (UUID v7) of a request started at `wall`, so ids sort by start
