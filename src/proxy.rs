@@ -310,18 +310,11 @@ fn prepare<'a>(
     let (sent_body, body_bytes) = body_bytes.map(WholeBody::split).unzip();
     let mut facts = body_bytes.as_deref().and_then(request::inspect);
     let model = facts.as_ref().and_then(|f| f.model.as_deref());
+    // Answered here and recorded, before anything goes upstream.
+    let refuse = |err| answer_early(app, endpoint, header_provider, &headers, err, tracked);
     let route = match route::choose(app.provider_configs(), header_provider, model) {
         Ok(route) => route,
-        Err(err) => {
-            return Err(answer_early(
-                app,
-                endpoint,
-                header_provider,
-                &headers,
-                err,
-                tracked,
-            ));
-        }
+        Err(err) => return Err(refuse(err)),
     };
     let upstream = app.upstream(route.provider);
     let dialect = if metered { Dialect::of(endpoint) } else { None };
@@ -342,15 +335,7 @@ fn prepare<'a>(
         app.key_names(),
     );
     if let Some(header) = who.repeated_credential {
-        let err = ProxyError::RepeatedCredential { header };
-        return Err(answer_early(
-            app,
-            endpoint,
-            header_provider,
-            &headers,
-            err,
-            tracked,
-        ));
+        return Err(refuse(ProxyError::RepeatedCredential { header }));
     }
     let request_bytes = body_bytes
         .as_ref()
