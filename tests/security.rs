@@ -32,6 +32,16 @@ async fn canary() -> (String, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// tokentap in front of an upstream that answers every request `200 {}`.
+async fn proxy_to_empty_answers() -> (Upstream, Proxy) {
+    let upstream = Upstream::start(handler(|_req| async {
+        full(200, "application/json", "{}")
+    }))
+    .await;
+    let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    (upstream, proxy)
+}
+
 /// Sends raw bytes and returns what came back before the connection closed (or 2 s passed).
 async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -44,11 +54,7 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test]
 async fn no_client_input_can_choose_the_upstream_host() {
     let (canary_addr, canary_hits) = canary().await;
-    let upstream = Upstream::start(handler(|_req| async {
-        full(200, "application/json", "{}")
-    }))
-    .await;
-    let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    let (upstream, proxy) = proxy_to_empty_answers().await;
     let attempts = [
         format!(
             "GET http://{canary_addr}/v1/models HTTP/1.1\r\nHost: {canary_addr}\r\nConnection: close\r\n\r\n"
@@ -89,11 +95,7 @@ async fn no_client_input_can_choose_the_upstream_host() {
 /// and still recorded, with no key.
 #[tokio::test]
 async fn a_credential_header_sent_twice_is_refused_and_recorded() {
-    let upstream = Upstream::start(handler(|_req| async {
-        full(200, "application/json", "{}")
-    }))
-    .await;
-    let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    let (upstream, proxy) = proxy_to_empty_answers().await;
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -266,11 +268,7 @@ async fn every_admin_route_but_the_probes_needs_the_token_and_cors_is_off() {
 
 #[tokio::test]
 async fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
-    let upstream = Upstream::start(handler(|_req| async {
-        full(200, "application/json", "{}")
-    }))
-    .await;
-    let proxy = Proxy::start(&["--upstream", &upstream.url()], "").await;
+    let (upstream, proxy) = proxy_to_empty_answers().await;
     let smuggled = "GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let attempts = [
         format!(
