@@ -92,6 +92,28 @@ impl<'a> Reader<'a> {
         self.sequence(b'[', b']', item)
     }
 
+    /// Reads an object whose keys may have escapes, calling `member` with each key as written
+    /// (escapes not decoded) and whether it has one; `member` must consume the value.
+    pub fn object_any_keys(
+        &mut self,
+        mut member: impl FnMut(&mut Reader<'a>, &'a [u8], bool) -> Option<()>,
+    ) -> Option<()> {
+        self.sequence(b'{', b'}', |r| {
+            r.eat(b'"')?;
+            let start = r.pos;
+            let (key, escaped) = match r.key() {
+                Some(key) => (key, false),
+                None => {
+                    r.pos = start;
+                    r.skip_string_rest()?;
+                    (&r.bytes()[start..r.pos - 1], true)
+                }
+            };
+            r.eat(b':')?;
+            member(r, key, escaped)
+        })
+    }
+
     /// An object whose keys matter to no one: they may have escapes.
     fn skip_object(&mut self) -> Option<()> {
         self.sequence(b'{', b'}', |r| {
@@ -231,10 +253,19 @@ impl<'a> Reader<'a> {
 
     /// The text of the next value, checked, without surrounding whitespace.
     pub fn raw_value(&mut self) -> Option<&'a str> {
+        self.raw_value_with(Reader::skip_value)
+            .map(|(text, ())| text)
+    }
+
+    /// The next value read by `read` (which must consume it), with its text.
+    pub fn raw_value_with<T>(
+        &mut self,
+        read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+    ) -> Option<(&'a str, T)> {
         self.peek()?;
         let start = self.pos;
-        self.skip_value()?;
-        self.text.get(start..self.pos)
+        let value = read(self)?;
+        Some((self.text.get(start..self.pos)?, value))
     }
 
     /// Checks and passes over the next value. A scalar is read where this is called; objects

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::usage::{RawUsage, merge_into};
+use super::usage::{Members, RawUsage, merge_into};
 use crate::record::Endpoint;
 
 /// The API family a response belongs to, chosen from the request path.
@@ -42,6 +42,10 @@ pub struct Measurement {
     /// The last usage object carried (merged field by field for Anthropic's events), as JSON
     /// text: the typed path copies it verbatim, with no tree built while the answer streams.
     pub usage: Option<RawUsage>,
+    /// `usage`'s counts, read with its text by the typed path: the recorder then normalises
+    /// them without reading the text again. `None` when the usage came another way or its
+    /// counts were not plain (the recorder reads the text).
+    pub usage_counts: Option<Box<Members>>,
     pub response_model: Option<Arc<str>>,
     /// The model the request named: an answer naming the same one shares it, not a copy.
     pub request_model: Option<Arc<str>>,
@@ -109,6 +113,7 @@ impl Measurement {
         };
         if let Ok(text) = text {
             self.usage = Some(text.into());
+            self.usage_counts = None;
         }
     }
 
@@ -130,9 +135,10 @@ impl Measurement {
 
     /// The event's usage object (JSON text of an object) replaces any earlier one (OpenAI's
     /// streams carry it once).
-    /// `usage` is JSON text the caller has checked.
-    pub(super) fn set_usage_text(&mut self, usage: &str) {
+    /// `usage` is JSON text the caller has checked; `counts` are its counts, where read.
+    pub(super) fn set_usage_text(&mut self, usage: &str, counts: Option<Box<Members>>) {
         self.usage = Some(RawUsage::checked(usage));
+        self.usage_counts = counts;
     }
 
     fn set_error(&mut self, error: &Value) {

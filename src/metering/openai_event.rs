@@ -12,12 +12,17 @@ use tokio::time::Instant;
 
 use super::json_reader::Reader;
 use super::measurement::Measurement;
+use super::usage::Members;
 
 #[derive(Default)]
 struct Event<'a> {
     model: Option<Cow<'a, str>>,
     /// The value's JSON text.
     usage: Option<&'a str>,
+    /// Its counts, read as it passed, when `usage_counted`. A choice's usage (rare) is kept as
+    /// text alone.
+    usage_counts: Members,
+    usage_counted: bool,
     choices: Option<Items<Choice<'a>>>,
 }
 
@@ -200,7 +205,11 @@ fn read_event<'a>(r: &mut Reader<'a>, event: &mut Event<'a>) -> Option<()> {
     read_object(r, event, |e, seen, r, key| {
         match key {
             b"model" => e.model = seen.read(0, r, Reader::string)?,
-            b"usage" => e.usage = seen.read(1, r, Reader::raw_value)?,
+            b"usage" => {
+                let read = seen.read(1, r, |r| e.usage_counts.read(r))?;
+                e.usage = read.map(|(text, _)| text);
+                e.usage_counted = read.is_some_and(|(_, counted)| counted);
+            }
             b"choices" => seen.read_list(2, r, &mut e.choices, read_choice)?,
             // An error, or Groq's usage under `x_groq`: left to the `Value` path unless null.
             b"error" | b"x_groq" => {
@@ -273,10 +282,15 @@ fn apply(m: &mut Measurement, event: &Event<'_>, now: Instant) -> bool {
     // The first usage that is an object wins: the top level's, else a choice's (as the Value
     // path reads; it skips any other value).
     let is_object = |u: &&str| u.starts_with('{');
-    let mut usage = event.usage.filter(is_object);
+    let mut usage = event.usage.filter(is_object).map(|text| {
+        let counts = event
+            .usage_counted
+            .then(|| Box::new(event.usage_counts.clone()));
+        (text, counts)
+    });
     for choice in event.choices.iter().flat_map(Items::iter) {
         if usage.is_none() {
-            usage = choice.usage.filter(is_object);
+            usage = choice.usage.filter(is_object).map(|text| (text, None));
         }
         push(m, choice.text.as_deref(), now);
         let Some(part) = choice.delta.as_ref().or(choice.message.as_ref()) else {
@@ -301,8 +315,8 @@ fn apply(m: &mut Measurement, event: &Event<'_>, now: Instant) -> bool {
         }
     }
     let usage_only = usage_only_shape && usage.is_some();
-    if let Some(usage) = usage {
-        m.set_usage_text(usage);
+    if let Some((text, counts)) = usage {
+        m.set_usage_text(text, counts);
     }
     usage_only
 }

@@ -8,7 +8,8 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use members::{Detail, Details, Members, Top, UsageMembers};
+pub use members::Members;
+use members::{Detail, Details, Top, UsageMembers};
 
 /// Token counts as the record carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -109,6 +110,12 @@ pub fn normalize_text(raw: &RawUsage, family: UsageFamily) -> Result<Normalized,
         Ok(map) => normalize(&map, family),
         Err(_) => Err(UsageError::NotAnObject),
     }
+}
+
+/// Normalises the counts of a usage object, read from its text as it passed (`Members::read`):
+/// `normalize_text`'s answer for that text.
+pub fn normalize_counts(counts: &Members, family: UsageFamily) -> Result<Normalized, UsageError> {
+    normalize_members(counts, family)
 }
 
 fn normalize_members(

@@ -16,7 +16,9 @@ use tokio::sync::mpsc::error::TryRecvError;
 use crate::cost::{Price, PriceTable};
 use crate::metering::estimate;
 use crate::metering::measurement::{Dialect, Measurement};
-use crate::metering::usage::{Usage, UsageError, UsageFamily, compact, normalize_text};
+use crate::metering::usage::{
+    Usage, UsageError, UsageFamily, compact, normalize_counts, normalize_text,
+};
 use crate::metrics::RecordNotes;
 use crate::record::{Outcome, Record, UsageSource};
 
@@ -200,7 +202,11 @@ pub(crate) fn build_record(f: Box<Finished>) -> (Arc<Record>, RecordNotes) {
             estimate::prompt_tokens(f.request_body.as_deref().unwrap_or_default(), d, model)
         })
     };
-    let stated = m.usage.as_ref().map(|raw| normalize_text(raw, family));
+    let stated = m.usage.as_ref().map(|raw| match &m.usage_counts {
+        // Read as the answer passed: the same answer as reading the text.
+        Some(counts) => normalize_counts(counts, family),
+        None => normalize_text(raw, family),
+    });
     record.raw_usage = m.usage.take().map(compact);
     let countable =
         answered || matches!(outcome, Outcome::Cancelled | Outcome::Timeout) && f.status.is_some();

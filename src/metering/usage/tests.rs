@@ -4,6 +4,7 @@ use serde_json::value::RawValue;
 
 use super::members::{Detail, Details, Top};
 use super::*;
+use crate::metering::json_reader::Reader;
 
 fn norm(v: Value, family: UsageFamily) -> Result<Normalized, UsageError> {
     normalize(v.as_object().expect("object"), family)
@@ -303,6 +304,7 @@ fn usage_text() -> impl Strategy<Value = String> {
         Just("7".to_owned()),
         Just("[{\"cached_tokens\":1}]".to_owned()),
         Just("\"cached\"".to_owned()),
+        Just(r#"{"cached\u005ftokens":4}"#.to_owned()),
     ];
     // Members `normalize` does not read, as providers send them: skipped, whatever they hold.
     let other = proptest::sample::select(vec![
@@ -319,6 +321,8 @@ fn usage_text() -> impl Strategy<Value = String> {
         3 => (proptest::sample::select(TOP_KEYS), member_value()).prop_map(|(k, v)| (k.to_owned(), v)),
         1 => (proptest::sample::select(DETAILS), detail).prop_map(|(k, v)| (k.to_owned(), v)),
         1 => other.prop_map(|v| ("service_tier".to_owned(), v.to_owned())),
+        // A key that names a count only once its escape is decoded.
+        1 => member_value().prop_map(|v| (r"prompt\u005ftokens".to_owned(), v)),
     ];
     // Repeated keys happen: both readings must then keep the last one.
     (proptest::collection::vec(member, 0..9), any::<bool>())
@@ -360,6 +364,32 @@ proptest! {
         let scanned = Members::scan(&text);
         prop_assert!(scanned.is_some(), "not taken: {}", text);
         prop_assert_eq!(scanned.map(|m| view(&m)), Some(tree_view(&text)), "{}", text);
+    }
+}
+
+/// `Members::read` at a reader over `text`: the text it passed over, and the counts.
+fn read_at_reader(text: &str) -> Option<(&str, Option<Members>)> {
+    let mut reader = Reader::new(text);
+    let mut counts = Members::default();
+    let (read, counted) = counts.read(&mut reader)?;
+    reader.end()?;
+    Some((read, counted.then_some(counts)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// The meter's reading as it passes gives `scan`'s counts, and takes the value whole.
+    #[test]
+    fn reading_as_it_passes_is_scanning(text in usage_text()) {
+        prop_assert_eq!(read_at_reader(&text), Some((text.as_str(), Members::scan(&text))), "{}", text);
+    }
+
+    #[test]
+    fn reading_as_it_passes_takes_plain_counts(text in plain_usage_text()) {
+        let read = read_at_reader(&text).and_then(|(_, counts)| counts);
+        prop_assert!(read.is_some(), "not taken: {}", text);
+        prop_assert_eq!(read, Members::scan(&text), "{}", text);
     }
 }
 
@@ -440,6 +470,8 @@ fn scanning_takes_the_usage_objects_providers_send() {
     ] {
         let scanned = Members::scan(text);
         assert!(scanned.is_some(), "not taken: {text}");
+        assert_eq!(read_at_reader(text), Some((text, scanned)), "{text}");
+        let scanned = Members::scan(text);
         assert_eq!(scanned.map(|m| view(&m)), Some(tree_view(text)), "{text}");
     }
     // What it leaves to the tree.
@@ -453,6 +485,27 @@ fn scanning_takes_the_usage_objects_providers_send() {
         r#"{"prompt\u005ftokens":1}"#,
     ] {
         assert_eq!(Members::scan(text), None, "{text}");
+        assert_eq!(read_at_reader(text), Some((text, None)), "{text}");
+    }
+    // A value that is no object, read and passed over.
+    for text in ["5", "null", "[1,{\"a\":2}]", "\"x\""] {
+        assert_eq!(read_at_reader(text), Some((text, None)), "{text}");
+    }
+    // Whitespace around the value is not its text; invalid JSON is declined.
+    assert_eq!(
+        read_at_reader(" {\"prompt_tokens\": 3} "),
+        Some((
+            "{\"prompt_tokens\": 3}",
+            Members::scan("{\"prompt_tokens\": 3}")
+        ))
+    );
+    for text in [
+        r#"{"prompt_tokens":01}"#,
+        r#"{"prompt_tokens":1,}"#,
+        r#"{"a\q":1}"#,
+        "{",
+    ] {
+        assert_eq!(read_at_reader(text), None, "{text}");
     }
 }
 
