@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 pub use feed::{Feed, FeedEvent};
 pub use in_flight::{Active, BodyEnd, InFlight, RequestStart};
 pub(crate) use recorder::Finished;
+use totals::RunningTotals;
 pub use totals::{Totals, TotalsTree};
 
 use crate::cost::PriceTable;
@@ -63,7 +64,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     prices: Arc<PriceTable>,
     // Written by the recorder thread once per record; read by totals queries. No await inside.
-    totals: Mutex<TotalsTree>,
+    totals: Mutex<RunningTotals>,
     totals_models: ModelLabels,
     since: OffsetDateTime,
     feed: Feed,
@@ -94,7 +95,7 @@ impl Tracker {
             completed: RwLock::new(VecDeque::with_capacity(max_records.min(1 << 16))),
             max_records,
             prices,
-            totals: Mutex::new(TotalsTree::default()),
+            totals: Mutex::new(RunningTotals::default()),
             totals_models: ModelLabels::new(max_models),
             since: OffsetDateTime::now_utc(),
             feed: Feed::new(max_subscribers),
@@ -173,14 +174,15 @@ impl Tracker {
 
     /// The running totals; with `include_active`, requests in flight count as they stand.
     pub fn totals(&self, include_active: bool) -> TotalsTree {
-        let mut tree = self.0.totals.lock().clone();
-        if include_active {
-            for record in self.active() {
-                let key = self.0.totals_models.label(record.model.as_deref());
-                tree.add(&record, key);
-            }
+        if !include_active {
+            return self.0.totals.lock().tree();
         }
-        tree
+        let mut running = self.0.totals.lock().clone();
+        for record in self.active() {
+            let key = self.0.totals_models.label(record.model.as_deref());
+            running.add(&record, key);
+        }
+        running.tree()
     }
 
     /// The live entry of a request in flight.
