@@ -301,6 +301,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A whole number without sign, fraction or exponent that fits a `u64`, read and consumed.
+    /// `None` for any other value, with nothing consumed.
+    #[inline(always)]
+    pub fn whole_number(&mut self) -> Option<u64> {
+        self.peek()?;
+        let bytes = self.bytes();
+        let at = self.pos;
+        let n = digits(bytes.get(at..)?);
+        let run = bytes.get(at..at + n)?;
+        if n == 0
+            || (n > 1 && run[0] == b'0')
+            || matches!(bytes.get(at + n), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        let mut value = 0u64;
+        for &d in run {
+            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        self.pos = at + n;
+        Some(value)
+    }
+
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.bytes()[self.pos..]
             .starts_with(word)

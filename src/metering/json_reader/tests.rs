@@ -237,3 +237,35 @@ fn digits_are_counted_up_to_the_first_non_digit_in_any_place_of_a_word() {
     assert_eq!(digits(b""), 0);
     assert_eq!(digits(b"0123456789012345678"), 19);
 }
+
+#[test]
+fn whole_numbers_are_read_and_anything_else_is_left() {
+    for (text, want) in [
+        ("0", Some(0)),
+        (" 42", Some(42)),
+        ("18446744073709551615", Some(u64::MAX)),
+        ("7,", Some(7)),
+        ("7}", Some(7)),
+        ("18446744073709551616", None),
+        ("-1", None),
+        ("1.0", None),
+        ("1e3", None),
+        ("2E3", None),
+        ("01", None),
+        ("null", None),
+        ("\"3\"", None),
+        ("", None),
+    ] {
+        let mut r = Reader::new(text);
+        let start = text.len() - text.trim_start().len();
+        assert_eq!(r.whole_number(), want, "{text:?}");
+        // Declined, nothing but whitespace is consumed: the value is still there to be checked.
+        let digits = text
+            .trim_start()
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let end = start + if want.is_some() { digits } else { 0 };
+        assert_eq!(r.pos, end, "{text:?}");
+    }
+}

@@ -301,7 +301,7 @@ impl Members {
                     return r.skip_value();
                 }
                 if let Some(top) = Top::named(key) {
-                    plain = self.take(top as usize, r.raw_value()?);
+                    plain = self.take(top as usize, r)?;
                     return Some(());
                 }
                 let Some(outer) = Details::named(key) else {
@@ -316,7 +316,7 @@ impl Members {
                 r.object_any_keys(|r, key, escaped| {
                     match Detail::named(key) {
                         Some(inner) if plain && !escaped => {
-                            plain = self.take(nested_slot(outer, inner), r.raw_value()?);
+                            plain = self.take(nested_slot(outer, inner), r)?;
                             return Some(());
                         }
                         // An escaped key could name a count: `scan` declines it.
@@ -330,36 +330,29 @@ impl Members {
         Some((text.0, plain))
     }
 
-    /// `value`, one checked JSON value, into `slot` as `count` takes it from the text: false
-    /// where `scan` declines (a repeated member, or a value that is no plain count).
-    fn take(&mut self, slot: usize, value: &str) -> bool {
+    /// The value at `r` into `slot`, as `count` takes it: false where `scan` declines (a
+    /// repeated member, or a value that is no plain count, which is then checked and passed).
+    fn take(&mut self, slot: usize, r: &mut Reader<'_>) -> Option<bool> {
         let bit = 1 << slot;
         if self.present & bit != 0 {
-            return false;
+            r.skip_value()?;
+            return Some(false);
         }
         self.present |= bit;
-        if value == "null" {
+        if r.null() {
             self.null |= bit;
-            return true;
+            return Some(true);
         }
-        let digits = value.as_bytes();
-        // A checked JSON value made of digits alone is a whole number without a sign, and
-        // without a leading zero unless it is one.
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return false;
-        }
-        let mut n = 0u64;
-        for &d in digits {
-            match n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            {
-                Some(next) => n = next,
-                None => return false,
+        match r.whole_number() {
+            Some(n) => {
+                self.counts[slot] = n;
+                Some(true)
+            }
+            None => {
+                r.skip_value()?;
+                Some(false)
             }
         }
-        self.counts[slot] = n;
-        true
     }
 
     /// The count at the cursor into `slot`, which must not have been read before: a tree keeps
