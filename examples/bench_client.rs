@@ -139,7 +139,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.serve_upstream {
-        let listener = TcpListener::bind(addr).await?;
+        // A deep accept queue: a burst of 256 connections overflowed the default of 128.
+        let listener = tokentap::server::listen::bind(addr)?;
         let upstream = UpstreamConfig {
             chunks: args.chunks,
             pace: Duration::from_millis(args.pace_ms),

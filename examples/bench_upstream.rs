@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use tokentap::demo::{DemoOptions, serve};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +44,8 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.listen).await?;
+    // The proxy opens its upstream connections in bursts: a deep queue, as the proxy has.
+    let listener = tokentap::server::listen::bind(args.listen)?;
     let local = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 

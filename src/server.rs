@@ -6,6 +6,7 @@ mod coalesced;
 mod drain;
 mod head_timeout;
 pub mod http1;
+pub mod listen;
 mod sniffed;
 mod woken;
 
