@@ -191,6 +191,48 @@ pub struct Record {
 }
 
 #[cfg(test)]
+impl Record {
+    /// A finished, streamed chat record for unit tests: provider `p`, model `m`, 3 prompt and 2
+    /// completion tokens stated upstream, $0.50, 1.5 s.
+    pub fn sample() -> Record {
+        Record {
+            id: "r".into(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            finished_at: Some(OffsetDateTime::UNIX_EPOCH),
+            provider: "p".into(),
+            model: Some("m".into()),
+            response_model: None,
+            endpoint: Endpoint::Chat,
+            stream: true,
+            outcome: Some(Outcome::Ok),
+            status_code: Some(200),
+            error: None,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                total_tokens: 5,
+                ..Usage::default()
+            },
+            raw_usage: None,
+            usage_source: UsageSource::Upstream,
+            cost_usd: Some(0.5),
+            upstream_request_id: None,
+            duration_ms: 1500,
+            ttft_ms: Some(200),
+            decode_ms: Some(900),
+            chunks: 10,
+            request_bytes: 1,
+            response_bytes: 1,
+            tool_calls: 0,
+            key_id: None,
+            user: None,
+            conversation_id: None,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

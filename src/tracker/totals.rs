@@ -275,42 +275,21 @@ impl TotalsTree {
 mod tests {
     use super::*;
     use crate::metering::usage::Usage;
-    use crate::record::Endpoint;
 
     fn record(provider: &str, stream: bool, prompt: u64, outcome: Outcome) -> Record {
         Record {
-            id: "r".into(),
-            started_at: time::OffsetDateTime::UNIX_EPOCH,
-            finished_at: Some(time::OffsetDateTime::UNIX_EPOCH),
             provider: provider.into(),
-            model: Some("m".into()),
-            response_model: None,
-            endpoint: Endpoint::Chat,
             stream,
             outcome: Some(outcome),
-            status_code: Some(200),
-            error: None,
             usage: Usage {
                 prompt_tokens: prompt,
                 completion_tokens: 2,
                 total_tokens: prompt + 2,
                 ..Usage::default()
             },
-            raw_usage: None,
-            usage_source: UsageSource::Upstream,
             cost_usd: Some(0.25),
-            upstream_request_id: None,
-            duration_ms: 100,
             ttft_ms: stream.then_some(10),
-            decode_ms: None,
-            chunks: 1,
-            request_bytes: 1,
-            response_bytes: 1,
-            tool_calls: 0,
-            key_id: None,
-            user: None,
-            conversation_id: None,
-            tags: Default::default(),
+            ..Record::sample()
         }
     }
 
