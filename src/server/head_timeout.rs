@@ -120,6 +120,15 @@ impl<C: Finish> Future for HeadTimeout<C> {
             return Poll::Ready(ended.map_err(Closed::Connection));
         }
         match *this.timer {
+            // A request begun in the connection's first poll (its head came with the
+            // connection, as it nearly always does) needs no timer until it is answered: armed
+            // then, as from `Resting`. A connection that carries one request and closes never
+            // registers one. Registering it woke the runtime's driver through its eventfd: one
+            // `write(2)` more per connection (strace), for a timer that never went off.
+            Timer::Unarmed if !this.write_now.requests().read().1 => {
+                *this.timer = Timer::Resting;
+                return Poll::Pending;
+            }
             Timer::Unarmed => {}
             Timer::Ticking if this.tick.is_elapsed() => {
                 let (begun, all_answered) = this.write_now.requests().read();
@@ -242,6 +251,29 @@ mod tests {
         }
         let last = Instant::now();
         closes_in_time(conn, last).await;
+    }
+
+    /// The state the timer is in after one poll.
+    async fn after_one_poll(conn: &mut Pin<&mut HeadTimeout<Open>>) -> Timer {
+        poll_fn(|cx| {
+            let _ = conn.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+        *conn.as_mut().project().timer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_came_with_the_connection_arms_no_timer_until_it_is_answered() {
+        let write_now = WriteNow::default();
+        let mut conn = pin!(HeadTimeout::new(Open(true), TIMEOUT, write_now.clone()));
+        let serving = write_now.begin();
+        assert!(after_one_poll(&mut conn).await == Timer::Resting);
+        drop(serving);
+        assert!(after_one_poll(&mut conn).await == Timer::Ticking);
+        // A connection that sent nothing is timed from its first poll.
+        let mut idle = pin!(HeadTimeout::new(Open(true), TIMEOUT, WriteNow::default()));
+        assert!(after_one_poll(&mut idle).await == Timer::Ticking);
     }
 
     #[tokio::test(start_paused = true)]
