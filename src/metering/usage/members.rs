@@ -294,7 +294,7 @@ impl Members {
             return Some((r.raw_value()?, false));
         }
         let mut plain = true;
-        let text = r.raw_value_with(|r| {
+        let (text, ()) = r.raw_value_with(|r| {
             r.object_any_keys(|r, key, escaped| {
                 if !plain || escaped {
                     plain = false;
@@ -327,7 +327,7 @@ impl Members {
                 })
             })
         })?;
-        Some((text.0, plain))
+        Some((text, plain))
     }
 
     /// The value at `r` into `slot`, as `count` takes it: false where `scan` declines (a
