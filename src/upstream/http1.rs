@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::pool::{BoxError, IdleList, give_back};
+use super::pool::{BoxError, IdleList};
 use super::{OutboundBody, RequestLines};
 use crate::tcp_send::poll_send;
 use crate::wire::lines::{HeadLines, Spans, is_hop_by_hop, is_named};
@@ -154,6 +154,15 @@ impl Connection {
         Connection {
             io,
             buf: BytesMut::new(),
+        }
+    }
+
+    /// A plain connection's own port, to tell connections apart.
+    #[cfg(test)]
+    pub fn local_port(&self) -> Option<u16> {
+        match &self.io {
+            Io::Plain(io) => Some(io.local_addr().unwrap().port()),
+            Io::Tls(_) => None,
         }
     }
 
@@ -686,7 +695,7 @@ impl Http1Body {
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() {
-                give_back(&self.home, conn);
+                self.home.give_back(conn);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! a connect, and spawns a task per HTTP/1.1 response only to put the connection back when the
 //! body ends. Here the response body itself gives its connection back when the upstream has
 //! sent all of it (`ResponseBody`), and a provider has exactly one pool, so there is no key.
+//! Its idle connections are kept in a list per worker thread (`IdleList`): the workers share no
+//! lock on a request's way.
 //!
 //! An idle connection is closed once it has been idle for longer than the idle timeout, or
 //! once the provider has closed it: by the request that finds it so, or by a sweep every half
@@ -72,15 +74,111 @@ pub struct Idle {
     since: Instant,
 }
 
-/// HTTP/1.1 connections not in use, the most recently used last: a request takes the warmest.
-pub type IdleList = Mutex<VecDeque<Idle>>;
+/// HTTP/1.1 connections not in use, in a list per thread that serves requests: a connection
+/// goes back to the list of the thread its answer ended on, and a request takes one from its
+/// own thread's list first, so the runtime's workers do not all take one lock twice a request
+/// (with two workers, checkout and give-back were 0.44% of the proxy's samples with one shared
+/// list, its cache line moving between the cores, and 0.24% with a list each). In each list the
+/// most recently used is last: a request takes the warmest.
+pub struct IdleList {
+    lists: Box<[ThreadList]>,
+}
 
-/// Puts a connection whose last answer has ended back among the idle ones.
-pub fn give_back(idle: &IdleList, conn: http1::Connection) {
-    idle.lock().push_back(Idle {
-        conn,
-        since: Instant::now(),
-    });
+/// One thread's idle connections, on cache lines of their own.
+#[derive(Default)]
+#[repr(align(128))]
+struct ThreadList(Mutex<VecDeque<Idle>>);
+
+impl Default for IdleList {
+    /// A list for each CPU the process may run on, as the runtime has a worker for each.
+    fn default() -> IdleList {
+        IdleList::new(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+}
+
+impl IdleList {
+    pub fn new(threads: usize) -> IdleList {
+        IdleList {
+            lists: (0..threads.max(1)).map(|_| ThreadList::default()).collect(),
+        }
+    }
+
+    /// Where this thread's list is.
+    fn home(&self) -> usize {
+        match self.lists.len() {
+            // One CPU: the thread need not be told apart.
+            1 => 0,
+            lists => thread_number() % lists,
+        }
+    }
+
+    /// Puts a connection whose last answer has ended back among the idle ones.
+    pub fn give_back(&self, conn: http1::Connection) {
+        self.lists[self.home()].0.lock().push_back(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// The warmest connection that can take a request now: from this thread's list, else from
+    /// another thread's whose lock is free (never waiting on another thread). Connections idle
+    /// past the timeout, or closed by the provider meanwhile, are dropped on the way.
+    pub(super) fn checkout(&self, timeout: Duration) -> Option<http1::Connection> {
+        let home = self.home();
+        {
+            let mut own = self.lists[home].0.lock();
+            close_expired(&mut own, timeout);
+            if let Some(conn) = take_open(&mut own) {
+                return Some(conn);
+            }
+        }
+        let (before, after) = self.lists.split_at(home);
+        after[1..]
+            .iter()
+            .chain(before)
+            .find_map(|other| take_open(&mut *other.0.try_lock()?))
+    }
+
+    /// Closes the connections that have expired or that the provider has closed.
+    fn sweep(&self, timeout: Duration) {
+        for list in &self.lists {
+            let mut idle = list.0.lock();
+            close_expired(&mut idle, timeout);
+            idle.retain_mut(|idle| idle.conn.is_open());
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lists.iter().map(|list| list.0.lock().len()).sum()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A number for the calling thread, the same for its life: threads count from 0 in the order
+/// they first ask.
+fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    // A thread in its last destructors has lost its number: any list will do.
+    NUMBER.try_with(|number| *number).unwrap_or(0)
+}
+
+/// Takes the warmest connection the provider has not closed; the closed ones it meets are
+/// dropped.
+fn take_open(idle: &mut VecDeque<Idle>) -> Option<http1::Connection> {
+    while let Some(mut newest) = idle.pop_back() {
+        if newest.conn.is_open() {
+            return Some(newest.conn);
+        }
+    }
+    None
 }
 
 /// Drops the connections idle for longer than `timeout` (the oldest are first), which closes
@@ -106,9 +204,7 @@ async fn sweep(idle: Weak<IdleList>, timeout: Duration) {
         let Some(idle) = idle.upgrade() else {
             return;
         };
-        let mut idle = idle.lock();
-        close_expired(&mut idle, timeout);
-        idle.retain_mut(|idle| idle.conn.is_open());
+        idle.sweep(timeout);
     }
 }
 
@@ -287,7 +383,7 @@ impl Pool {
     /// its box whole (about 400 instructions a request, callgrind).
     pub fn send(&self, request: Request<OutboundBody>, lines: RequestLines) -> ResponseFuture<'_> {
         if self.http1_only.load(Ordering::Relaxed) {
-            if let Some(conn) = self.checkout() {
+            if let Some(conn) = self.idle.checkout(self.idle_timeout) {
                 return Box::pin(self.send_http1(conn, request, lines));
             }
         }
@@ -326,7 +422,7 @@ impl Pool {
                     }
                 }
             }
-            if let Some(conn) = self.checkout() {
+            if let Some(conn) = self.idle.checkout(self.idle_timeout) {
                 self.prepare_http1(&mut request);
                 return self.send_http1(conn, request, lines).await;
             }
@@ -488,19 +584,6 @@ impl Pool {
                     inner: Inner::Http1(body),
                 }))
             })
-    }
-
-    /// The most recently idle connection that can take a request now. Connections idle past
-    /// the timeout, or closed by the provider meanwhile, are dropped on the way.
-    fn checkout(&self) -> Option<http1::Connection> {
-        let mut idle = self.idle.lock();
-        close_expired(&mut idle, self.idle_timeout);
-        while let Some(mut newest) = idle.pop_back() {
-            if newest.conn.is_open() {
-                return Some(newest.conn);
-            }
-        }
-        None
     }
 }
 

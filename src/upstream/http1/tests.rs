@@ -381,10 +381,8 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: provider.test\r\ncontent-length: 2\r\n\r\n{}"
     );
     let conn = home
-        .lock()
-        .pop_back()
-        .expect("given back at the body's end")
-        .conn;
+        .checkout(std::time::Duration::MAX)
+        .expect("given back at the body's end");
     let response = conn
         .send(get("/v1/models"), b"", RequestLines::default(), &home)
         .await
@@ -393,7 +391,7 @@ async fn answers_read_in_pieces_and_the_connection_goes_back_for_the_next() {
     let body = response.into_body();
     assert_eq!(body.size_hint().exact(), Some(4));
     assert_eq!(read_all(body).await.unwrap(), b"done");
-    assert_eq!(home.lock().len(), 1);
+    assert_eq!(home.len(), 1);
 }
 
 #[tokio::test]
@@ -406,7 +404,7 @@ async fn a_body_until_close_is_read_to_the_end_and_the_connection_is_not_kept() 
         .await
         .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"all of it");
-    assert!(home.lock().is_empty());
+    assert!(home.is_empty());
 }
 
 #[tokio::test]
@@ -430,7 +428,7 @@ async fn a_provider_that_hangs_up_early_is_an_error_not_a_short_answer() {
             Some(Err(Http1Error::ClosedInBody))
         ));
         assert!(body.frame().await.is_none(), "the error ends the body");
-        assert!(home.lock().is_empty());
+        assert!(home.is_empty());
     }
     for (answer, closed_before) in [(&b""[..], true), (b"HTTP/1.1 200", false)] {
         let (addr, _requests) = provider(vec![vec![answer]]).await;
@@ -463,7 +461,7 @@ async fn bytes_after_the_body_keep_the_connection_from_the_pool() {
         .await
         .unwrap();
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
-    assert!(home.lock().is_empty());
+    assert!(home.is_empty());
 }
 
 #[tokio::test]
@@ -483,11 +481,7 @@ async fn a_head_request_has_no_body_whatever_its_length_says() {
         .unwrap();
     assert_eq!(lines_of(&mut response)["content-length"], "5000");
     assert!(response.body().is_end_stream());
-    assert_eq!(
-        home.lock().len(),
-        1,
-        "back at once: there is no body to read"
-    );
+    assert_eq!(home.len(), 1, "back at once: there is no body to read");
 }
 
 #[tokio::test]
@@ -555,7 +549,7 @@ async fn a_paced_body_is_read_into_the_start_of_its_buffer_each_time() {
     }
     assert_eq!(starts.len(), 3);
     assert!(starts.iter().all(|&start| start == starts[0]), "{starts:?}");
-    assert_eq!(home.lock().len(), 1);
+    assert_eq!(home.len(), 1);
 }
 
 /// A provider that takes one connection, reads a request's head, then hands the socket to
@@ -622,10 +616,7 @@ async fn an_answer_before_the_whole_request_went_out_is_the_answer() {
     let response = send_large(addr, None, &home, why).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"too big!");
-    assert!(
-        home.lock().is_empty(),
-        "the rest of the request is still owed"
-    );
+    assert!(home.is_empty(), "the rest of the request is still owed");
 }
 
 /// A chunked encoding of `data`: chunks of the given sizes (what is left goes in a last one),
@@ -728,7 +719,7 @@ async fn a_continue_while_the_request_goes_out_does_not_stop_it() {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(read_all(response.into_body()).await.unwrap(), b"ok");
-    assert_eq!(home.lock().len(), 1);
+    assert_eq!(home.len(), 1);
 }
 
 #[test]

@@ -195,7 +195,73 @@ async fn an_idle_connection_past_its_time_is_closed_with_no_request_to_find_it()
         assert!(Instant::now() < deadline, "the idle connection stayed open");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(pool.idle.lock().is_empty());
+    assert!(pool.idle.is_empty());
+}
+
+/// Idle connections kept in two threads' lists: each thread takes its own warmest first, even
+/// when the other thread gave one back later, and another thread's when it has none of its own.
+#[tokio::test]
+async fn a_thread_takes_its_own_idle_connection_first_then_another_threads() {
+    let server = server(Answer::KeepAlive).await;
+    let addr: std::net::SocketAddr = server.base.authority().unwrap().as_str().parse().unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conns.push(http1::Connection::new(http1::Io::Plain(socket)));
+    }
+    let ports: Vec<Option<u16>> = conns.iter().map(http1::Connection::local_port).collect();
+    let (c, b, a) = (
+        conns.pop().unwrap(),
+        conns.pop().unwrap(),
+        conns.pop().unwrap(),
+    );
+    // Threads are numbered as they first ask, so the list count that keeps these two apart is
+    // known only once both have their numbers.
+    let numbers = std::sync::Barrier::new(2);
+    let turn = std::sync::Barrier::new(2);
+    let idle = std::sync::OnceLock::<IdleList>::new();
+    let mine = |me: usize, other: usize| {
+        let lists = me.abs_diff(other) + 1;
+        idle.get_or_init(|| IdleList::new(lists))
+    };
+    let taken = |idle: &IdleList| idle.checkout(Duration::MAX).map(|conn| conn.local_port());
+    let (numbers, turn) = (&numbers, &turn);
+    let (x, y) = std::thread::scope(|s| {
+        let (to_y, from_x) = std::sync::mpsc::channel();
+        let (to_x, from_y) = std::sync::mpsc::channel();
+        let x = s.spawn(move || {
+            let me = thread_number();
+            to_y.send(me).unwrap();
+            let idle = mine(me, from_y.recv().unwrap());
+            numbers.wait();
+            idle.give_back(a);
+            turn.wait(); // y gives back b
+            turn.wait();
+            let own = taken(idle);
+            turn.wait(); // y takes its own, then gives back c
+            turn.wait();
+            let other = taken(idle);
+            (own, other)
+        });
+        let y = s.spawn(move || {
+            let me = thread_number();
+            to_x.send(me).unwrap();
+            let idle = mine(me, from_x.recv().unwrap());
+            numbers.wait();
+            turn.wait(); // x gives back a
+            idle.give_back(b);
+            turn.wait();
+            turn.wait(); // x takes its own
+            let own = taken(idle);
+            let none = taken(idle);
+            idle.give_back(c);
+            turn.wait();
+            (own, none)
+        });
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(x, (Some(ports[0]), Some(ports[2])));
+    assert_eq!(y, (Some(ports[1]), None));
 }
 
 #[tokio::test]
@@ -206,8 +272,8 @@ async fn an_idle_connection_the_provider_closed_is_let_go_before_its_time() {
     pool.idle_timeout = Duration::from_secs(20);
     let start = Instant::now();
     assert_eq!(exchange(&pool, get("/a")).await, "hello");
-    assert_eq!(pool.idle.lock().len(), 1);
-    while !pool.idle.lock().is_empty() {
+    assert_eq!(pool.idle.len(), 1);
+    while !pool.idle.is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(19),
             "a closed connection stayed in the pool"
