@@ -69,8 +69,8 @@ impl ClientError {
 }
 
 /// An HTTP/1.1 connection between two requests.
-pub struct Idle {
-    pub(super) conn: http1::Connection,
+struct Idle {
+    conn: http1::Connection,
     since: Instant,
 }
 
