@@ -27,32 +27,64 @@ struct PriceEntry {
     reasoning: Option<f64>,
 }
 
-/// Prices of one model family, per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Prices of one model family, each in picodollars (10⁻¹² USD) per token: a price per million
+/// tokens to the millionth of a dollar, held as a whole number so that a record's cost is an
+/// exact sum. In floating point, 8 tokens at 0.80 and 10 at 4.00 per million came to
+/// 0.000046399999999999996, which is how a record then showed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
-    pub input: f64,
-    pub cached_input: f64,
-    pub cache_write: f64,
-    pub output: f64,
-    pub reasoning: f64,
+    pub input: u64,
+    pub cached_input: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
 }
 
 impl Price {
     /// The cost of `usage`, in USD. Prompt tokens are split into plain, cache-read and
     /// cache-write parts; completion tokens into plain and reasoning.
     pub fn cost(&self, u: &Usage) -> f64 {
+        usd(self.cost_picodollars(u))
+    }
+
+    /// The cost of `usage` in picodollars, exactly.
+    pub fn cost_picodollars(&self, u: &Usage) -> u128 {
         let cached = u.cached_tokens.min(u.prompt_tokens);
         let written = u.cache_creation_tokens.min(u.prompt_tokens - cached);
         let plain_prompt = u.prompt_tokens - cached - written;
         let reasoning = u.reasoning_tokens.min(u.completion_tokens);
         let plain_completion = u.completion_tokens - reasoning;
-        (plain_prompt as f64 * self.input
-            + cached as f64 * self.cached_input
-            + written as f64 * self.cache_write
-            + plain_completion as f64 * self.output
-            + reasoning as f64 * self.reasoning)
-            / 1_000_000.0
+        let at = |tokens: u64, price: u64| u128::from(tokens) * u128::from(price);
+        at(plain_prompt, self.input)
+            + at(cached, self.cached_input)
+            + at(written, self.cache_write)
+            + at(plain_completion, self.output)
+            + at(reasoning, self.reasoning)
     }
+}
+
+/// Picodollars as USD: the double nearest to the exact amount, which prints as its decimal
+/// digits (a double holds every whole picodollar up to 2⁵³ of them, about 9,000 USD).
+pub fn usd(picodollars: u128) -> f64 {
+    picodollars as f64 / PICODOLLARS_PER_USD
+}
+
+/// USD as picodollars: exact for an amount `usd` made (a record's cost) below about 2,000 USD,
+/// where the double's rounding error stays under half a picodollar; rounded otherwise.
+pub fn picodollars(usd: f64) -> u128 {
+    if usd.is_finite() && usd > 0.0 {
+        (usd * PICODOLLARS_PER_USD).round() as u128
+    } else {
+        0
+    }
+}
+
+const PICODOLLARS_PER_USD: f64 = 1e12;
+
+/// A price per million tokens, in USD, as picodollars per token: rounded to the millionth of
+/// a dollar per million (every published price has fewer decimals).
+fn per_token(per_million: f64) -> u64 {
+    (per_million * 1e6).round() as u64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,11 +154,11 @@ fn parse(name: &str, text: &str) -> Result<Vec<(Vec<GlobMatcher>, Price)>, Price
         out.push((
             globs,
             Price {
-                input: e.input,
-                cached_input: e.cached_input.unwrap_or(e.input),
-                cache_write: e.cache_write.unwrap_or(e.input),
-                output: e.output,
-                reasoning: e.reasoning.unwrap_or(e.output),
+                input: per_token(e.input),
+                cached_input: per_token(e.cached_input.unwrap_or(e.input)),
+                cache_write: per_token(e.cache_write.unwrap_or(e.input)),
+                output: per_token(e.output),
+                reasoning: per_token(e.reasoning.unwrap_or(e.output)),
             },
         ));
     }
@@ -171,10 +203,13 @@ mod tests {
         let t = table();
         assert_eq!(
             t.price("gpt-4o-mini-2024-07-18").map(|p| p.input),
-            Some(0.15)
+            Some(150_000)
         );
-        assert_eq!(t.price("gpt-4o-2024-08-06").map(|p| p.input), Some(2.5));
-        assert_eq!(t.price("openai/gpt-4o").map(|p| p.input), Some(2.5));
+        assert_eq!(
+            t.price("gpt-4o-2024-08-06").map(|p| p.input),
+            Some(2_500_000)
+        );
+        assert_eq!(t.price("openai/gpt-4o").map(|p| p.input), Some(2_500_000));
         assert!(t.price("mystery-model").is_none());
     }
 
@@ -214,6 +249,61 @@ mod tests {
         };
         let cost = t.price("o3-mini").expect("priced").cost(&u);
         assert!((cost - (11.0 * 1.1 + 327.0 * 4.4) / 1e6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_cost_is_exact_and_reads_as_its_decimal_digits() {
+        let t = PriceTable {
+            entries: parse(
+                "test",
+                "[[prices]]\nmodels = [\"haiku\"]\ninput = 0.80\noutput = 4.00\n\n[[prices]]\nmodels = [\"embed\"]\ninput = 0.02\noutput = 0.0\n",
+            )
+            .expect("valid"),
+        };
+        let u = Usage {
+            prompt_tokens: 8,
+            completion_tokens: 10,
+            total_tokens: 18,
+            ..Usage::default()
+        };
+        let haiku = t.price("haiku").expect("priced");
+        assert_eq!(haiku.cost_picodollars(&u), 46_400_000);
+        // In floating point this was 0.000046399999999999996.
+        let cost = haiku.cost(&u);
+        assert_eq!(serde_json::to_string(&cost).expect("a number"), "0.0000464");
+        assert_eq!(picodollars(cost), 46_400_000);
+        // Prices with every decimal they are published with, and the sum of many costs.
+        for (per_million, tokens, want) in [
+            (0.01875, 1_000_000u64, "0.01875"),
+            (0.3125, 3, "9.375e-7"),
+            (150.0, 12_345, "1.85175"),
+        ] {
+            let price = Price {
+                input: per_token(per_million),
+                cached_input: 0,
+                cache_write: 0,
+                output: 0,
+                reasoning: 0,
+            };
+            let u = Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+                ..Usage::default()
+            };
+            assert_eq!(
+                serde_json::to_string(&price.cost(&u)).expect("a number"),
+                want
+            );
+        }
+        let embed = t.price("embed").expect("priced");
+        let six = Usage {
+            prompt_tokens: 6,
+            total_tokens: 6,
+            ..Usage::default()
+        };
+        let total: u128 = (0..3).map(|_| picodollars(embed.cost(&six))).sum();
+        assert_eq!(usd(total), 3.6e-7);
+        assert_eq!(picodollars(f64::NAN) + picodollars(-1.0), 0);
     }
 
     #[test]

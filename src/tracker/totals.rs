@@ -23,8 +23,9 @@ pub struct Totals {
     pub usage_missing: u64,
     pub estimated: u64,
     pub partial: u64,
-    /// Requests with a known cost, and requests without one (unpriced models).
-    pub cost_usd: f64,
+    /// The known costs, summed exactly (picodollars), and the requests without one (unpriced
+    /// models).
+    pub cost_picodollars: u128,
     pub unpriced: u64,
     /// Successful answers that reported zero tokens: a data-quality signal.
     pub zero_token_ok: u64,
@@ -61,7 +62,7 @@ impl Totals {
             UsageSource::Upstream => {}
         }
         match r.cost_usd {
-            Some(cost) => self.cost_usd += cost,
+            Some(cost) => self.cost_picodollars += crate::cost::picodollars(cost),
             None if r.usage_source != UsageSource::Missing && u.total_tokens > 0 => {
                 self.unpriced += 1
             }
@@ -94,7 +95,7 @@ impl Totals {
         self.usage_missing += o.usage_missing;
         self.estimated += o.estimated;
         self.partial += o.partial;
-        self.cost_usd += o.cost_usd;
+        self.cost_picodollars += o.cost_picodollars;
         self.unpriced += o.unpriced;
         self.zero_token_ok += o.zero_token_ok;
         self.duration_ms_sum += o.duration_ms_sum;
@@ -148,8 +149,7 @@ impl Serialize for Totals {
             usage_missing: self.usage_missing,
             estimated: self.estimated,
             partial: self.partial,
-            // Rounded to a micro-dollar so sums of floats read cleanly.
-            cost_usd: (self.cost_usd * 1e6).round() / 1e6,
+            cost_usd: crate::cost::usd(self.cost_picodollars),
             unpriced: self.unpriced,
             zero_token_ok: self.zero_token_ok,
             avg_duration_ms: self.avg_duration_ms(),
@@ -291,6 +291,29 @@ mod tests {
             ttft_ms: stream.then_some(10),
             ..Record::sample()
         }
+    }
+
+    /// Costs add up exactly, however small: rounded to a micro-dollar, three embeddings of six
+    /// tokens at 0.02 per million showed 0, and a float sum of a thousand showed its error.
+    #[test]
+    fn costs_sum_exactly() {
+        let mut totals = Totals::default();
+        let one = Record {
+            cost_usd: Some(1.2e-7),
+            ..record("openai", false, 6, Outcome::Ok)
+        };
+        for _ in 0..3 {
+            totals.add(&one);
+        }
+        let served = |t: &Totals| serde_json::to_value(t).expect("serialises")["cost_usd"].clone();
+        assert_eq!(served(&totals), serde_json::json!(3.6e-7));
+        let mut float_sum = 3.6e-7;
+        for _ in 3..1000 {
+            totals.add(&one);
+            float_sum += 1.2e-7;
+        }
+        assert_ne!(float_sum, 1.2e-4, "the float sum drifts");
+        assert_eq!(served(&totals), serde_json::json!(1.2e-4));
     }
 
     /// Every level of the served tree is the sum of the records under it, added one by one.
