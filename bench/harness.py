@@ -933,8 +933,10 @@ def mib(kib):
     return None if kib is None else kib / 1024
 
 
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+def table(header, rows, text_columns=(0,)):
+    """A markdown table, its columns right-aligned but for `text_columns`."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i in text_columns else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -994,6 +996,8 @@ def render(results):
         body.append(line)
     out.append(table(header, body))
     out.append("")
+
+    out += targets_section(results)
 
     for scenario in load_scenarios:
         out.append(f"## {scenario}\n")
@@ -1076,6 +1080,94 @@ def render(results):
             out.append(f"- {name}: `{json.dumps(value)}`")
         out.append("")
     return "\n".join(out)
+
+
+# The issue's memory target: RSS per active paced stream at 10,000 concurrent streams.
+MEMORY_TARGET_KIB = 32
+
+
+def round_ratios(a, b, value):
+    """`value` of `a` over `value` of `b`, round by round (the two runs of a round lie close
+    together in time)."""
+    out = []
+    for x, y in zip(a.get("rounds") or [], b.get("rounds") or []):
+        if "failed" in x or "failed" in y:
+            continue
+        vx, vy = value(x), value(y)
+        if vx is not None and vy:
+            out.append(vx / vy)
+    return out
+
+
+def targets_section(results):
+    """The issue's targets, each checked in this run: tokentap against nginx. A ratio counts as
+    the tables report it, to two decimals."""
+    meta, rows, memory = results["meta"], results["rows"], results["memory"]
+    if not {"tokentap", "nginx"} <= set(meta["targets"]):
+        return []
+    index = {(r["scenario"], r["concurrency"], r["target"]): r for r in rows}
+    checks = []  # (target, [(row name, met, shown)])
+
+    def spread(values):
+        return f" (rounds {min(values):.2f}–{max(values):.2f})" if len(values) >= 2 else ""
+
+    def ok(*rs):
+        return all(r and "failed" not in r for r in rs)
+
+    throughput, cpu, latency, transit = [], [], [], []
+    for scenario in [s for s in meta["scenarios"] if s in LOAD_SCENARIOS or s == "paced-10ms"]:
+        for conc in meta["concurrency"]:
+            t, n = index.get((scenario, conc, "tokentap")), index.get((scenario, conc, "nginx"))
+            if not ok(t, n):
+                continue
+            name = f"{scenario} c{conc}"
+            rps = round_ratios(t, n, lambda r: r.get("rps"))
+            value = median(rps) if len(rps) >= 2 else (t["rps"] / n["rps"] if t.get("rps") and n.get("rps") else None)
+            if value is not None:
+                throughput.append((name, round(value, 2) >= 1.0, f"{value:.2f}{spread(rps)}"))
+            per_request = lambda r: r["cpu_s"] / r["ok"] if r.get("cpu_s") is not None and r.get("ok") else None
+            ct, cn = cpu_per_request(t), cpu_per_request(n)
+            if ct is not None and cn:
+                value = ct / cn
+                cpu.append((name, round(value, 2) <= 1.0, f"{value:.2f}{spread(round_ratios(t, n, per_request))}"))
+            direct = index.get((scenario, conc, "direct"), {})
+            if scenario == "chat" and conc in (1, 64) and ok(direct) and direct.get("p50_ms") is not None:
+                for q in ("p50", "p99"):
+                    at, an = t[f"{q}_ms"] - direct[f"{q}_ms"], n[f"{q}_ms"] - direct[f"{q}_ms"]
+                    latency.append((f"{name} {q}", round(at, 3) <= round(an, 3), f"{at:+.3f} ms (nginx {an:+.3f})"))
+            if scenario == "paced-10ms" and ok(direct) and direct.get("transit_us"):
+                for q in ("p50", "p99"):
+                    d = float(direct["transit_us"][q])
+                    at, an = float(t["transit_us"][q]) - d, float(n["transit_us"][q]) - d
+                    transit.append((f"{name} {q}", round(at) <= round(an), f"{at:+.0f} µs (nginx {an:+.0f})"))
+    checks += [("req/s at least nginx's (tokentap ÷ nginx)", throughput),
+               ("CPU per request at most nginx's (tokentap ÷ nginx)", cpu),
+               ("latency added over direct at most nginx's (chat, concurrency 1 and 64)", latency),
+               ("per-chunk transit added over direct at most nginx's (paced streams)", transit)]
+    mem = [m for m in memory if m.get("target") == "tokentap" and "failed" not in m and m.get("kib_per_stream")]
+    if mem:
+        kib = mem[0]["kib_per_stream"]
+        checks.append((f"RSS per paced stream at most {MEMORY_TARGET_KIB} KiB",
+                       [(f"{mem[0]['streams']} streams", kib <= MEMORY_TARGET_KIB, f"{kib:.1f} KiB")]))
+
+    out = ["## Targets\n",
+           "The targets of the performance issue, each checked in this run (tokentap against nginx, both in "
+           "front of the same upstream). A ratio counts as the tables show it, to two decimals; the rounds' "
+           "range is each round's own ratio. The meter's own speed (at least 1 GB/s per core on chunks "
+           "without usage) is measured by `cargo bench --bench meter`, not here.\n"]
+    body, all_met = [], True
+    for target, results_ in checks:
+        if not results_:
+            continue
+        missed = [(n, shown) for n, met, shown in results_ if not met]
+        all_met &= not missed
+        body.append([target, f"{len(results_) - len(missed)} of {len(results_)}",
+                     "; ".join(f"{n}: {shown}" for n, shown in missed) or "—"])
+    out.append(table(["target", "rows met", "rows not met"], body, text_columns=(0, 2)))
+    out.append("")
+    out.append("Every target met in this run.\n" if all_met else
+               "Not every target met in this run: see the rows not met.\n")
+    return out
 
 
 def mode_text(meta):
