@@ -54,12 +54,18 @@ impl Price {
         let plain_prompt = u.prompt_tokens - cached - written;
         let reasoning = u.reasoning_tokens.min(u.completion_tokens);
         let plain_completion = u.completion_tokens - reasoning;
+        // Each product fits: two u64 multiply to less than u128::MAX. Their sum saturates
+        // rather than wraps for prices no one publishes (a price file may say anything).
         let at = |tokens: u64, price: u64| u128::from(tokens) * u128::from(price);
-        at(plain_prompt, self.input)
-            + at(cached, self.cached_input)
-            + at(written, self.cache_write)
-            + at(plain_completion, self.output)
-            + at(reasoning, self.reasoning)
+        [
+            at(plain_prompt, self.input),
+            at(cached, self.cached_input),
+            at(written, self.cache_write),
+            at(plain_completion, self.output),
+            at(reasoning, self.reasoning),
+        ]
+        .into_iter()
+        .fold(0, u128::saturating_add)
     }
 }
 
@@ -304,6 +310,21 @@ mod tests {
         let total: u128 = (0..3).map(|_| picodollars(embed.cost(&six))).sum();
         assert_eq!(usd(total), 3.6e-7);
         assert_eq!(picodollars(f64::NAN) + picodollars(-1.0), 0);
+        // A price file may say anything: the sum saturates, it never wraps to a small cost.
+        let absurd = Price {
+            input: u64::MAX,
+            cached_input: u64::MAX,
+            cache_write: u64::MAX,
+            output: u64::MAX,
+            reasoning: u64::MAX,
+        };
+        let most = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+            total_tokens: u64::MAX,
+            ..Usage::default()
+        };
+        assert_eq!(absurd.cost_picodollars(&most), u128::MAX);
     }
 
     #[test]

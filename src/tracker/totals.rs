@@ -62,7 +62,11 @@ impl Totals {
             UsageSource::Upstream => {}
         }
         match r.cost_usd {
-            Some(cost) => self.cost_picodollars += crate::cost::picodollars(cost),
+            Some(cost) => {
+                self.cost_picodollars = self
+                    .cost_picodollars
+                    .saturating_add(crate::cost::picodollars(cost))
+            }
             None if r.usage_source != UsageSource::Missing && u.total_tokens > 0 => {
                 self.unpriced += 1
             }
@@ -95,7 +99,7 @@ impl Totals {
         self.usage_missing += o.usage_missing;
         self.estimated += o.estimated;
         self.partial += o.partial;
-        self.cost_picodollars += o.cost_picodollars;
+        self.cost_picodollars = self.cost_picodollars.saturating_add(o.cost_picodollars);
         self.unpriced += o.unpriced;
         self.zero_token_ok += o.zero_token_ok;
         self.duration_ms_sum += o.duration_ms_sum;
