@@ -44,8 +44,12 @@
 //!   - legacy completions: `words(prompt) + 1` (`prompt` a string or an array of strings; token
 //!     ids count 1 each);
 //!   - embeddings: `Σ over inputs (words(input) + 1)`; a token-array input counts its length.
+//! - **Choices**: a chat or legacy completion request with `n` (clamped to `1..=128`) gets `n`
+//!   choices, choice `i`'s text starting at word `i`, each of the completion tokens above; its
+//!   usage counts `n` times the completion tokens, and a stream sends one event per choice for
+//!   each step (role, each token, finish).
 //! - **Total** = prompt + completion. [`prompt_tokens_for`] and [`completion_tokens_for`] compute
-//!   the same numbers for tests.
+//!   the same numbers for tests (completion per choice).
 //!
 //! # Per-request test controls (request headers)
 //!
@@ -204,7 +208,8 @@ pub fn prompt_tokens_for(path: &str, body: &Value) -> u64 {
 }
 
 /// The completion tokens the demo upstream produces for a request `body` (chat, legacy
-/// completions, responses and messages alike).
+/// completions, responses and messages alike), per choice: a chat or legacy completion request
+/// with `n` gets `n` choices of this many each.
 pub fn completion_tokens_for(body: &Value) -> u64 {
     tokens::completion_tokens(body)
 }
@@ -214,7 +219,10 @@ struct Call<'a> {
     body: &'a Value,
     model: String,
     prompt_tokens: u64,
+    /// Per choice.
     completion_tokens: u64,
+    /// `n` of a chat or legacy completion request, else 1.
+    choices: u64,
     /// Finish with `length` / `max_tokens` instead of `stop` / `end_turn`.
     truncated: bool,
     stream: bool,
@@ -352,6 +360,10 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
             .to_owned(),
         prompt_tokens: prompt_tokens_for(&path, &body),
         completion_tokens: completion_tokens_for(&body),
+        choices: match route {
+            Route::Chat | Route::Completions => tokens::choices(&body),
+            _ => 1,
+        },
         truncated: tokens::truncated(&body),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         pacing: controls.pacing,

@@ -3,6 +3,9 @@
 //!
 //! A request with a non-empty `tools` array gets one call of the first tool instead of text: its
 //! arguments are `{"text":"<answer text>"}`, streamed in one fragment per completion token.
+//! With `n`, each of the `n` choices answers so: choice `i`'s text starts at word `i`, and its
+//! tool call's id has `_i` added after the first's; a stream sends each step's event for every
+//! choice in turn.
 
 use bytes::BytesMut;
 use http::{Response, StatusCode};
@@ -10,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::Call;
 use super::body::{DemoBody, Script, json_response, json_str, sse_response};
-use super::tokens::{answer_text, word};
+use super::tokens::{choice_text, word};
 
 /// Opening of the tool arguments (before the first word).
 const ARGS_OPEN: &str = r#"{"text":""#;
@@ -58,6 +61,14 @@ fn tool_name(body: &Value) -> Option<String> {
     Some(name.to_owned())
 }
 
+/// The tool call id of choice `choice`: the request's own for the first, suffixed for the others.
+fn choice_call_id(call_id: &str, choice: u64) -> String {
+    match choice {
+        0 => call_id.to_owned(),
+        _ => format!("{call_id}_{choice}"),
+    }
+}
+
 /// Whether `stream_options.include_usage` is true.
 pub(super) fn include_usage(body: &Value) -> bool {
     body.pointer("/stream_options/include_usage")
@@ -80,38 +91,46 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
         let script = ChatScript::new(call, &id, tool.map(|name| (call_id, name)), finish, usage);
         return sse_response(Box::new(script), call.completion_tokens, call.pacing);
     }
-    let text = answer_text(call.completion_tokens);
-    let message = match tool {
-        Some(name) => json!({
-            "role": "assistant",
-            "content": null,
-            "tool_calls": [{
-                "id": call_id,
-                "type": "function",
-                "function": {"name": name, "arguments": format!("{ARGS_OPEN}{text}{ARGS_CLOSE}")}
-            }],
-            "refusal": null,
-            "annotations": []
-        }),
-        None => json!({"role": "assistant", "content": text, "refusal": null, "annotations": []}),
-    };
+    let choices: Vec<Value> = (0..call.choices)
+        .map(|choice| {
+            let text = choice_text(choice, call.completion_tokens);
+            let message = match &tool {
+                Some(name) => json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": choice_call_id(&call_id, choice),
+                        "type": "function",
+                        "function": {"name": name, "arguments": format!("{ARGS_OPEN}{text}{ARGS_CLOSE}")}
+                    }],
+                    "refusal": null,
+                    "annotations": []
+                }),
+                None => {
+                    json!({"role": "assistant", "content": text, "refusal": null, "annotations": []})
+                }
+            };
+            json!({"index": choice, "message": message, "logprobs": null, "finish_reason": finish})
+        })
+        .collect();
     let completion = json!({
         "id": id,
         "object": "chat.completion",
         "created": call.created,
         "model": call.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-        "usage": chat_usage(call.prompt_tokens, call.completion_tokens),
+        "choices": choices,
+        "usage": chat_usage(call.prompt_tokens, call.completion_tokens * call.choices),
         "service_tier": "default",
         "system_fingerprint": "fp_demo"
     });
     json_response(StatusCode::OK, &completion)
 }
 
-/// The streamed chat completion.
+/// The streamed chat completion: for each step (role, each token, finish) one event per choice.
 struct ChatScript {
-    /// `data: {"id":…,"choices":[{"index":0,"delta":` — every chunk starts so.
-    head: String,
+    /// `data: {"id":…,"choices":[{"index":<choice>,"delta":`, one for each choice: every chunk
+    /// starts with its choice's.
+    heads: Vec<String>,
     /// `,"logprobs":null,"finish_reason":null}]` + `,"usage":null` when usage is included + `}\n\n`.
     tail: String,
     /// The same tail with `null` replaced by `"<finish>"`, for the finishing chunk.
@@ -137,11 +156,14 @@ impl ChatScript {
             ""
         };
         let head = format!(
-            r#"data: {{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"service_tier":"default","system_fingerprint":"fp_demo","choices":[{{"index":0,"delta":"#,
+            r#"data: {{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"service_tier":"default","system_fingerprint":"fp_demo","choices":[{{"index":"#,
             json_str(id),
             call.created,
             json_str(&call.model),
         );
+        let heads = (0..call.choices)
+            .map(|choice| format!(r#"{head}{choice},"delta":"#))
+            .collect();
         // The members in serde_json's order, as the whole answer's are.
         let usage_chunk = include_usage.then(|| {
             format!(
@@ -149,11 +171,11 @@ impl ChatScript {
                 call.created,
                 json_str(id),
                 json_str(&call.model),
-                chat_usage_text(call.prompt_tokens, call.completion_tokens),
+                chat_usage_text(call.prompt_tokens, call.completion_tokens * call.choices),
             ) + "\n\n"
         });
         Self {
-            head,
+            heads,
             tail: format!(r#","logprobs":null,"finish_reason":null}}]{usage_null}}}"#) + "\n\n",
             finish_tail: format!(r#","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#)
                 + "\n\n",
@@ -166,46 +188,54 @@ impl ChatScript {
 
 impl Script for ChatScript {
     fn preamble(&mut self, out: &mut BytesMut) {
-        out.extend_from_slice(self.head.as_bytes());
-        match &self.tool {
-            Some((call_id, name)) => {
-                out.extend_from_slice(
-                    br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#,
-                );
-                out.extend_from_slice(json_str(call_id).as_bytes());
-                out.extend_from_slice(br#","type":"function","function":{"name":"#);
-                out.extend_from_slice(json_str(name).as_bytes());
-                out.extend_from_slice(br#","arguments":""}}],"refusal":null}"#);
+        for (choice, head) in (0u64..).zip(&self.heads) {
+            out.extend_from_slice(head.as_bytes());
+            match &self.tool {
+                Some((call_id, name)) => {
+                    out.extend_from_slice(
+                        br#"{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"#,
+                    );
+                    out.extend_from_slice(json_str(&choice_call_id(call_id, choice)).as_bytes());
+                    out.extend_from_slice(br#","type":"function","function":{"name":"#);
+                    out.extend_from_slice(json_str(name).as_bytes());
+                    out.extend_from_slice(br#","arguments":""}}],"refusal":null}"#);
+                }
+                None => {
+                    out.extend_from_slice(br#"{"role":"assistant","content":"","refusal":null}"#)
+                }
             }
-            None => out.extend_from_slice(br#"{"role":"assistant","content":"","refusal":null}"#),
+            out.extend_from_slice(self.tail.as_bytes());
         }
-        out.extend_from_slice(self.tail.as_bytes());
     }
 
     fn chunk(&mut self, index: u64, out: &mut BytesMut) {
-        out.extend_from_slice(self.head.as_bytes());
-        if self.tool.is_some() {
-            out.extend_from_slice(br#"{"tool_calls":[{"index":0,"function":{"arguments":""#);
-            if index == 0 {
-                out.extend_from_slice(ARGS_OPEN_ESCAPED.as_bytes());
+        for (choice, head) in (0u64..).zip(&self.heads) {
+            out.extend_from_slice(head.as_bytes());
+            if self.tool.is_some() {
+                out.extend_from_slice(br#"{"tool_calls":[{"index":0,"function":{"arguments":""#);
+                if index == 0 {
+                    out.extend_from_slice(ARGS_OPEN_ESCAPED.as_bytes());
+                }
+                out.extend_from_slice(word(choice + index).as_bytes());
+                if index + 1 == self.total {
+                    out.extend_from_slice(ARGS_CLOSE_ESCAPED.as_bytes());
+                }
+                out.extend_from_slice(br#""}}]}"#);
+            } else {
+                out.extend_from_slice(br#"{"content":""#);
+                out.extend_from_slice(word(choice + index).as_bytes());
+                out.extend_from_slice(br#""}"#);
             }
-            out.extend_from_slice(word(index).as_bytes());
-            if index + 1 == self.total {
-                out.extend_from_slice(ARGS_CLOSE_ESCAPED.as_bytes());
-            }
-            out.extend_from_slice(br#""}}]}"#);
-        } else {
-            out.extend_from_slice(br#"{"content":""#);
-            out.extend_from_slice(word(index).as_bytes());
-            out.extend_from_slice(br#""}"#);
+            out.extend_from_slice(self.tail.as_bytes());
         }
-        out.extend_from_slice(self.tail.as_bytes());
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
-        out.extend_from_slice(self.head.as_bytes());
-        out.extend_from_slice(b"{}");
-        out.extend_from_slice(self.finish_tail.as_bytes());
+        for head in &self.heads {
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(b"{}");
+            out.extend_from_slice(self.finish_tail.as_bytes());
+        }
         if let Some(chunk) = &self.usage_chunk {
             out.extend_from_slice(chunk.as_bytes());
         }

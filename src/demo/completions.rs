@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Call;
 use super::body::{DemoBody, Script, json_response, json_str, push_data, sse_response};
 use super::chat::include_usage;
-use super::tokens::{answer_text, word};
+use super::tokens::{choice_text, word};
 
 fn usage(prompt: u64, completion: u64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
@@ -28,26 +28,27 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
         "object": "text_completion",
         "created": call.created,
         "model": call.model,
-        "choices": [{
-            "text": answer_text(call.completion_tokens),
-            "index": 0,
+        "choices": (0..call.choices).map(|choice| json!({
+            "text": choice_text(choice, call.completion_tokens),
+            "index": choice,
             "logprobs": null,
             "finish_reason": finish
-        }],
-        "usage": usage(call.prompt_tokens, call.completion_tokens),
+        })).collect::<Vec<_>>(),
+        "usage": usage(call.prompt_tokens, call.completion_tokens * call.choices),
         "system_fingerprint": "fp_demo"
     });
     json_response(StatusCode::OK, &completion)
 }
 
-/// The streamed legacy completion.
+/// The streamed legacy completion: for each token, and for the finish, one event per choice.
 struct CompletionScript {
     /// `data: {"id":…,"choices":[{"text":"`
     head: String,
-    /// `","index":0,"logprobs":null,"finish_reason":null}]` (+ `,"usage":null`) `}\n\n`
-    tail: String,
-    /// The finishing chunk (empty text, finish reason).
-    finish_chunk: String,
+    /// `","index":<choice>,"logprobs":null,"finish_reason":null}]` (+ `,"usage":null`) `}\n\n`,
+    /// one for each choice.
+    tails: Vec<String>,
+    /// The finishing chunks (empty text, finish reason), every choice's.
+    finish_chunks: String,
     usage_chunk: Option<Value>,
 }
 
@@ -64,11 +65,20 @@ impl CompletionScript {
             call.created,
             json_str(&call.model),
         );
-        let tail = format!(r#"","index":0,"logprobs":null,"finish_reason":null}}]{usage_null}}}"#)
-            + "\n\n";
-        let finish_chunk = format!(
-            r#"{head}","index":0,"logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#
-        ) + "\n\n";
+        let tails = (0..call.choices)
+            .map(|choice| {
+                format!(
+                    r#"","index":{choice},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+                ) + "\n\n"
+            })
+            .collect();
+        let finish_chunks = (0..call.choices)
+            .map(|choice| {
+                format!(
+                    r#"{head}","index":{choice},"logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#
+                ) + "\n\n"
+            })
+            .collect();
         let usage_chunk = include_usage.then(|| {
             json!({
                 "id": id,
@@ -77,13 +87,13 @@ impl CompletionScript {
                 "model": call.model,
                 "system_fingerprint": "fp_demo",
                 "choices": [],
-                "usage": usage(call.prompt_tokens, call.completion_tokens)
+                "usage": usage(call.prompt_tokens, call.completion_tokens * call.choices)
             })
         });
         Self {
             head,
-            tail,
-            finish_chunk,
+            tails,
+            finish_chunks,
             usage_chunk,
         }
     }
@@ -93,13 +103,15 @@ impl Script for CompletionScript {
     fn preamble(&mut self, _out: &mut BytesMut) {}
 
     fn chunk(&mut self, index: u64, out: &mut BytesMut) {
-        out.extend_from_slice(self.head.as_bytes());
-        out.extend_from_slice(word(index).as_bytes());
-        out.extend_from_slice(self.tail.as_bytes());
+        for (choice, tail) in (0u64..).zip(&self.tails) {
+            out.extend_from_slice(self.head.as_bytes());
+            out.extend_from_slice(word(choice + index).as_bytes());
+            out.extend_from_slice(tail.as_bytes());
+        }
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
-        out.extend_from_slice(self.finish_chunk.as_bytes());
+        out.extend_from_slice(self.finish_chunks.as_bytes());
         if let Some(chunk) = &self.usage_chunk {
             push_data(out, chunk);
         }

@@ -265,6 +265,100 @@ async fn legacy_completions() {
     server.stop().await;
 }
 
+/// Choice `i` of each chunk of a stream, its texts joined (content, or legacy `text`).
+fn joined(chunks: &[Value], choice: u64, read: impl Fn(&Value) -> Option<&str>) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c["choices"].as_array().into_iter().flatten())
+        .filter(|c| c["index"] == choice)
+        .filter_map(read)
+        .collect()
+}
+
+#[tokio::test]
+async fn n_choices_in_chat_and_legacy_completions() {
+    use super::tokens::choice_text;
+    let server = Server::start(DemoOptions::unpaced()).await;
+    let mut body = chat_body();
+    body["n"] = json!(3);
+    body["max_tokens"] = json!(4);
+    let prompt = prompt_tokens_for("/v1/chat/completions", &body);
+    let (_, _, text) = post(&server, "/v1/chat/completions", &body, &[]).await;
+    let v = parse(&text);
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, choice) in (0u64..).zip(choices) {
+        assert_eq!(choice["index"], i);
+        assert_eq!(choice["message"]["content"], choice_text(i, 4));
+    }
+    assert_ne!(
+        choices[0]["message"]["content"],
+        choices[1]["message"]["content"]
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 12, "every choice's tokens");
+    assert_eq!(v["usage"]["total_tokens"], prompt + 12);
+
+    // Streamed: each step's event for every choice, the usage of all of them.
+    body["n"] = json!(2);
+    body["max_tokens"] = json!(3);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (_, _, text) = post(&server, "/v1/chat/completions", &body, &[]).await;
+    let events = sse(&text);
+    assert_eq!(events.len(), 2 + 3 * 2 + 2 + 1 + 1);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| parse(d))
+        .collect();
+    for i in 0..2 {
+        let content = joined(&chunks, i, |c| c["delta"]["content"].as_str());
+        assert_eq!(content, choice_text(i, 3), "choice {i}");
+        let finishes: Vec<&Value> = chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().into_iter().flatten())
+            .filter(|c| c["index"] == i && !c["finish_reason"].is_null())
+            .collect();
+        assert_eq!(finishes.len(), 1);
+    }
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 6);
+
+    // With tools, each choice calls the tool under an id of its own.
+    let mut tools = chat_body();
+    tools["n"] = json!(2);
+    tools["tools"] = json!([{"type": "function", "function": {"name": "lookup"}}]);
+    let (_, _, text) = post(&server, "/v1/chat/completions", &tools, &[]).await;
+    let v = parse(&text);
+    let id = |i: usize| v["choices"][i]["message"]["tool_calls"][0]["id"].clone();
+    assert_ne!(id(0), id(1));
+
+    // n of 0 is one choice; the legacy API too.
+    let mut one = chat_body();
+    one["n"] = json!(0);
+    let (_, _, text) = post(&server, "/v1/chat/completions", &one, &[]).await;
+    assert_eq!(parse(&text)["choices"].as_array().unwrap().len(), 1);
+    let legacy = json!({"prompt": "once upon a time", "max_tokens": 3, "n": 2});
+    let (_, _, text) = post(&server, "/v1/completions", &legacy, &[]).await;
+    let v = parse(&text);
+    assert_eq!(v["choices"][1]["text"], choice_text(1, 3));
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    let mut streamed = legacy.clone();
+    streamed["stream"] = json!(true);
+    let (_, _, text) = post(&server, "/v1/completions", &streamed, &[]).await;
+    let events = sse(&text);
+    assert_eq!(events.len(), 3 * 2 + 2 + 1);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| parse(d))
+        .collect();
+    for i in 0..2 {
+        assert_eq!(
+            joined(&chunks, i, |c| c["text"].as_str()),
+            choice_text(i, 3)
+        );
+    }
+    server.stop().await;
+}
+
 #[test]
 fn routes_match_suffixes() {
     use super::Route;

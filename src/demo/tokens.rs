@@ -39,11 +39,29 @@ pub(super) fn word(index: u64) -> &'static str {
 
 /// The whole answer text: the concatenation of the first `tokens` words.
 pub(super) fn answer_text(tokens: u64) -> String {
+    choice_text(0, tokens)
+}
+
+/// The answer text of choice `choice` (of a request's `n`): `tokens` words from word `choice`
+/// on, so that each choice reads differently and choice 0 is [`answer_text`].
+pub(super) fn choice_text(choice: u64, tokens: u64) -> String {
     let mut text = String::with_capacity(usize::try_from(tokens.saturating_mul(8)).unwrap_or(0));
     for index in 0..tokens {
-        text.push_str(word(index));
+        text.push_str(word(choice + index));
     }
     text
+}
+
+/// Most choices a request may ask for, as OpenAI allows.
+const MAX_CHOICES: u64 = 128;
+
+/// The choices a chat or legacy completion request asks for: `n`, else 1, clamped to
+/// `1..=128`. Each has the request's completion tokens, so the usage counts them `n` times.
+pub(super) fn choices(body: &Value) -> u64 {
+    body.get("n")
+        .and_then(number_as_u64)
+        .unwrap_or(1)
+        .clamp(1, MAX_CHOICES)
 }
 
 /// Number of whitespace-separated words.
