@@ -17,6 +17,7 @@
 //! | POST   | `/embeddings`        | deterministic embeddings (`dimensions`, default 1536)     |
 //! | POST   | `/responses`         | Responses API `response` / typed event stream             |
 //! | POST   | `/messages`          | Anthropic Messages `message` / event stream               |
+//! | POST   | `/messages/count_tokens` | Anthropic's `{"input_tokens": N}`, the prompt's count |
 //! | GET    | `/models`            | model list                                                |
 //!
 //! Anything else is a 404, a wrong method a 405 and a body that is not a JSON object a 400, all
@@ -173,6 +174,8 @@ enum Route {
     Embeddings,
     Responses,
     Messages,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
     Models,
 }
 
@@ -188,6 +191,7 @@ impl Route {
             (_, "embeddings") => Some(Self::Embeddings),
             (_, "responses") => Some(Self::Responses),
             (_, "messages") => Some(Self::Messages),
+            (Some("messages"), "count_tokens") => Some(Self::CountTokens),
             (_, "models") => Some(Self::Models),
             _ => None,
         }
@@ -202,7 +206,7 @@ pub fn prompt_tokens_for(path: &str, body: &Value) -> u64 {
         Some(Route::Completions) => tokens::completions_prompt(body),
         Some(Route::Embeddings) => tokens::embeddings_prompt(body),
         Some(Route::Responses) => tokens::responses_prompt(body),
-        Some(Route::Messages) => tokens::messages_prompt(body),
+        Some(Route::Messages | Route::CountTokens) => tokens::messages_prompt(body),
         Some(Route::Models) | None => 0,
     }
 }
@@ -347,7 +351,7 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
     };
 
     let default_model = match route {
-        Route::Messages => "claude-sonnet-4-5",
+        Route::Messages | Route::CountTokens => "claude-sonnet-4-5",
         Route::Embeddings => "text-embedding-3-small",
         _ => "gpt-4o-mini",
     };
@@ -371,7 +375,7 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
         created: unix_now(),
     };
 
-    if route != Route::Embeddings && !call.stream {
+    if !matches!(route, Route::Embeddings | Route::CountTokens) && !call.stream {
         // A whole answer arrives when the last token would have been streamed.
         let later = u32::try_from(call.completion_tokens.saturating_sub(1)).unwrap_or(u32::MAX);
         let wait = call
@@ -391,6 +395,10 @@ async fn handle(request: Request<Incoming>, options: DemoOptions) -> Response<De
         Route::Embeddings => embeddings::respond(&call),
         Route::Responses => responses::respond(&call),
         Route::Messages => messages::respond(&call),
+        // What a message with this body would count as input, answered at once.
+        Route::CountTokens => {
+            body::json_response(StatusCode::OK, &json!({"input_tokens": call.prompt_tokens}))
+        }
         Route::Models => models(),
     }
 }

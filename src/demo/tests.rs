@@ -371,6 +371,11 @@ fn routes_match_suffixes() {
     assert_eq!(Route::from_path("/v1/embeddings"), Some(Route::Embeddings));
     assert_eq!(Route::from_path("/v1/responses"), Some(Route::Responses));
     assert_eq!(Route::from_path("/v1/messages"), Some(Route::Messages));
+    assert_eq!(
+        Route::from_path("/v1/messages/count_tokens"),
+        Some(Route::CountTokens)
+    );
+    assert_eq!(Route::from_path("/v1/count_tokens"), None);
     assert_eq!(Route::from_path("/v1/models"), Some(Route::Models));
     assert_eq!(Route::from_path("/"), None);
     assert_eq!(Route::from_path("/v1/chat"), None);

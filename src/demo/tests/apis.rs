@@ -109,6 +109,16 @@ async fn anthropic_messages() {
         json!({"input_tokens": prompt, "output_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
     );
 
+    // count_tokens: the input a message with this body counts (answered without the wait of a
+    // paced answer).
+    let paced = Server::start(DemoOptions::paced()).await;
+    let (status, _, text) = post(&paced, "/v1/messages/count_tokens", &body, &[]).await;
+    assert_eq!(
+        (status, parse(&text)),
+        (200, json!({"input_tokens": prompt}))
+    );
+    paced.stop().await;
+
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     streamed["max_tokens"] = json!(2);
