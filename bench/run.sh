@@ -14,6 +14,7 @@
 #   MEM_STREAMS=N         concurrent streams of the memory test (10000 / 500)
 #   TOOL=oha|wrk          force a load tool (oha, installed with cargo if missing; else wrk)
 #   NGINX=0, LITELLM=0    leave nginx or LiteLLM out (no install either)
+#   METER=0               leave out the meter alone (cargo bench --bench meter, pinned)
 #   SKIP_BUILD=1          use the binaries already in target/release (and target/pgo)
 #   PGO=0                 measure the plain release build, not the PGO one (bench/pgo.sh)
 #   BASE_PORT=18900       loopback ports BASE_PORT+1 .. BASE_PORT+31 are used

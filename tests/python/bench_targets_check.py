@@ -19,11 +19,15 @@ def cell(scenario, conc, target, rps, cpu_s, p50=1.0, p99=2.0, transit=None, rou
     return row
 
 
-def results(rows, kib_per_stream=14.2):
+def results(rows, kib_per_stream=14.2, meter_ns=78_000):
     meta = {"targets": ["direct", "tokentap", "nginx"], "scenarios": ["chat", "paced-10ms", "memory"],
             "concurrency": [1, 64]}
     memory = [{"target": "tokentap", "streams": 9900, "kib_per_stream": kib_per_stream}]
-    return {"meta": meta, "rows": rows, "memory": memory}
+    # 271,904 bytes: the bench's 1,000 chunks; in 78 µs that is 3.49 GB/s.
+    meter = [{"bench": "content_chunks_without_usage", "bytes": 271_904, "ns": meter_ns,
+              "gb_per_s": 271_904 / meter_ns},
+             {"bench": "content_chunks_without_usage_in_one_piece", "failed": "no criterion estimate"}]
+    return {"meta": meta, "rows": rows, "memory": memory, "meter": meter}
 
 
 def section(res):
@@ -68,7 +72,11 @@ assert "chat c64 p99: +0.400 ms (nginx +0.350)" in latency, latency
 transit = row_of(text, "per-chunk transit")
 assert "| 3 of 4 |" in transit and "paced-10ms c1 p99: +150 µs (nginx +140)" in transit, transit
 assert "| 1 of 1 | — |" in row_of(text, "RSS per paced stream")
+# The meter's run that failed is no row: only the measured one counts.
+assert "| 1 of 1 | — |" in row_of(text, "the meter alone"), text
 assert "Not every target met in this run" in text
+slow = section(results(rows, meter_ns=300_000))
+assert "| 0 of 1 | content_chunks_without_usage: 0.91 GB/s |" in row_of(slow, "the meter alone"), slow
 
 # The same with tokentap level or ahead everywhere, and a memory target missed.
 ahead = [dict(r) for r in rows]
