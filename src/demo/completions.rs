@@ -1,6 +1,7 @@
 //! `POST …/completions` (not chat): OpenAI legacy completions, object `text_completion`, whole or
 //! streamed in `data: {json}\n\n` framing with the same usage rules as chat completions
-//! (`stream_options.include_usage`) and a final `data: [DONE]`.
+//! (`stream_options.include_usage`) and a final `data: [DONE]`. With `n`, `n` choices as in chat:
+//! choice `i`'s text starts at word `i`, and a stream sends each token's event for every choice.
 
 use bytes::BytesMut;
 use http::{Response, StatusCode};
