@@ -38,16 +38,24 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
     run_check("sdk_check.py", "openai", &proxy.url("/v1")).await;
     let records = proxy.settled_records().await;
-    assert_eq!(records.len(), 5, "{records:#?}");
+    assert_eq!(records.len(), 7, "{records:#?}");
     for record in &records {
         assert_answered_with_usage(record, "sk-sdk-test");
         assert!(record["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     }
-    let streamed: Vec<_> = records.iter().filter(|r| r["stream"] == true).collect();
-    assert_eq!(streamed.len(), 2);
-    for record in streamed {
-        assert_eq!(record["usage"]["completion_tokens"], 5);
-    }
+    // Three streams of 5 tokens a choice: one choice twice, and n=2 (10 in all).
+    let mut streamed: Vec<u64> = records
+        .iter()
+        .filter(|r| r["stream"] == true)
+        .map(|r| r["usage"]["completion_tokens"].as_u64().unwrap())
+        .collect();
+    streamed.sort_unstable();
+    assert_eq!(streamed, [5, 5, 10], "{records:#?}");
+    let two_choices = records
+        .iter()
+        .filter(|r| r["stream"] == false && r["usage"]["completion_tokens"] == 10)
+        .count();
+    assert_eq!(two_choices, 1, "the whole answer with n=2: {records:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,8 +63,27 @@ async fn the_anthropic_python_sdk_works_through_the_proxy() {
     let (proxy, _demo) = Proxy::with_demo(&[]).await;
     // The Anthropic SDK adds `/v1/messages` to its base URL itself.
     run_check("anthropic_check.py", "anthropic", &proxy.url("")).await;
-    let records = proxy.settled_records().await;
-    assert_eq!(records.len(), 3, "{records:#?}");
+    let mut records = proxy.settled_records().await;
+    assert_eq!(records.len(), 4, "{records:#?}");
+    // The token count is forwarded and recorded, as no message: endpoint other, no usage.
+    let counts: Vec<_> = records
+        .iter()
+        .filter(|r| r["endpoint"] == "other")
+        .cloned()
+        .collect();
+    assert_eq!(counts.len(), 1, "{records:#?}");
+    assert_eq!(
+        (&counts[0]["outcome"], &counts[0]["usage_source"]),
+        (&serde_json::json!("ok"), &serde_json::json!("missing")),
+        "{:#}",
+        counts[0]
+    );
+    assert!(
+        !serde_json::to_string(&counts[0])
+            .unwrap()
+            .contains("sk-ant-sdk-test")
+    );
+    records.retain(|r| r["endpoint"] != "other");
     for record in &records {
         assert_answered_with_usage(record, "sk-ant-sdk-test");
         assert_eq!(record["endpoint"], "messages", "{record:#}");

@@ -81,11 +81,21 @@ def make_client(base_url):
     return Anthropic(base_url=base_url, api_key="sk-ant-sdk-test", max_retries=0, timeout=30)
 
 
+def count_tokens(client):
+    """The SDK's token count: what the same message counts as its input."""
+    counted = client.messages.count_tokens(model=MODEL, system=SYSTEM, messages=MESSAGES)
+    check(
+        counted.input_tokens == INPUT_TOKENS,
+        f"(d) count_tokens: input_tokens {counted.input_tokens}, expected {INPUT_TOKENS}",
+    )
+
+
 def checks(client):
     whole = non_streamed(client)
     stream_text = streamed(client)
     raw_events(client)
-    return {"text": whole, "stream_text": stream_text, "calls": 3}
+    count_tokens(client)
+    return {"text": whole, "stream_text": stream_text, "calls": 4}
 
 
 if __name__ == "__main__":

@@ -99,6 +99,35 @@ def responses(client):
     )
 
 
+def n_choices(client):
+    """n=2, whole and streamed without stream_options: every choice, and the usage of all."""
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, n=2
+    )
+    check(
+        sorted(c.index for c in completion.choices) == [0, 1],
+        f"(f) n=2: choices {[c.index for c in completion.choices]}",
+    )
+    check(
+        completion.usage.completion_tokens == 2 * MAX_TOKENS,
+        f"(f) n=2: completion_tokens {completion.usage.completion_tokens}, "
+        f"expected {2 * MAX_TOKENS}",
+    )
+    texts = {}
+    for chunk in client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, n=2, stream=True
+    ):
+        check(chunk.usage is None, f"(f) n=2 stream: a chunk carries usage {chunk.usage!r}")
+        check(len(chunk.choices) > 0, "(f) n=2 stream: a usage-only chunk reached the client")
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    check(sorted(texts) == [0, 1], f"(f) n=2 stream: choices {sorted(texts)}")
+    check(
+        all(text.strip() for text in texts.values()) and texts[0] != texts[1],
+        f"(f) n=2 stream: texts {texts!r}",
+    )
+
+
 def make_client(base_url):
     from openai import OpenAI
 
@@ -111,7 +140,8 @@ def checks(client):
     streamed_chat_with_usage(client)
     embeddings(client)
     responses(client)
-    return {"stream_text": stream_text, "calls": 5}
+    n_choices(client)
+    return {"stream_text": stream_text, "calls": 7}
 
 
 if __name__ == "__main__":
