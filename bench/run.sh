@@ -3,11 +3,13 @@
 # reverse proxy, and the LiteLLM proxy, all in front of the same fast upstream, in one run.
 # Run by hand on a quiet machine (never in CI). See bench/README.md.
 #
-#   bench/run.sh            full mode: 10 s per run, concurrency 1 16 64 256, 10,000 streams (~15 min)
-#   QUICK=1 bench/run.sh    quick check: 2 s per run, concurrency 1 16, fewer scenarios, 500 streams
+#   bench/run.sh            full mode: 3 rounds of 4 s per cell, concurrency 1 16 64 256, 10,000
+#                           streams, the meter alone (~26 min with the PGO and BOLT build)
+#   QUICK=1 bench/run.sh    quick check: 1 round of 2 s, concurrency 1 16, fewer scenarios, 500 streams
 #
 # Environment knobs (defaults in parentheses, full / QUICK):
-#   DURATION=10           seconds per measured run (10 / 2)
+#   DURATION=4            seconds per measured run (4 / 2)
+#   ROUNDS=3              runs per cell, the targets in turn (3 / 1)
 #   CONCURRENCY="1 16"    connection counts ("1 16 64 256" / "1 16")
 #   SCENARIOS="..."       subset of: chat stream-20 stream-200 paced-10ms embeddings memory
 #   TARGETS="..."         subset of: direct tokentap nginx litellm (all)
