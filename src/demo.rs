@@ -237,6 +237,13 @@ struct Call<'a> {
     created: u64,
 }
 
+impl Call<'_> {
+    /// The completion tokens the usage reports: every choice's.
+    fn all_completion_tokens(&self) -> u64 {
+        self.completion_tokens * self.choices
+    }
+}
+
 /// The per-request header controls.
 struct Controls {
     status: Option<StatusCode>,

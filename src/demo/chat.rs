@@ -119,7 +119,7 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
         "created": call.created,
         "model": call.model,
         "choices": choices,
-        "usage": chat_usage(call.prompt_tokens, call.completion_tokens * call.choices),
+        "usage": chat_usage(call.prompt_tokens, call.all_completion_tokens()),
         "service_tier": "default",
         "system_fingerprint": "fp_demo"
     });
@@ -171,7 +171,7 @@ impl ChatScript {
                 call.created,
                 json_str(id),
                 json_str(&call.model),
-                chat_usage_text(call.prompt_tokens, call.completion_tokens * call.choices),
+                chat_usage_text(call.prompt_tokens, call.all_completion_tokens()),
             ) + "\n\n"
         });
         Self {

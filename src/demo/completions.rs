@@ -35,7 +35,7 @@ pub(super) fn respond(call: &Call<'_>) -> Response<DemoBody> {
             "logprobs": null,
             "finish_reason": finish
         })).collect::<Vec<_>>(),
-        "usage": usage(call.prompt_tokens, call.completion_tokens * call.choices),
+        "usage": usage(call.prompt_tokens, call.all_completion_tokens()),
         "system_fingerprint": "fp_demo"
     });
     json_response(StatusCode::OK, &completion)
@@ -88,7 +88,7 @@ impl CompletionScript {
                 "model": call.model,
                 "system_fingerprint": "fp_demo",
                 "choices": [],
-                "usage": usage(call.prompt_tokens, call.completion_tokens * call.choices)
+                "usage": usage(call.prompt_tokens, call.all_completion_tokens())
             })
         });
         Self {
